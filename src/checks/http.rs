@@ -1,0 +1,451 @@
+//! The `http` check: one request, a fresh connection per run by default (so connect problems
+//! are seen), the body read up to a cap, then the shared assertions. The client (and its
+//! rustls config) is built once at load, never per run.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+
+use super::assert::{Assertion, QueryScope, Subject, judge};
+use super::outcome::{Observation, Observations, Outcome, Reason, Status};
+use crate::config::Secret;
+use crate::config::reader::{At, ByteSize, Cx, TableReader, to_json};
+
+/// What `expect` may ask of an http check.
+pub const SCOPE: QueryScope = QueryScope {
+    response: true,
+    durations: &["total", "ttfb"],
+    observations: &["status", "body_bytes"],
+};
+
+/// Default cap on how much of a response body is read.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+
+#[derive(Debug)]
+enum Body {
+    None,
+    Raw(String),
+    Json(serde_json::Value),
+    Form(Vec<(String, String)>),
+}
+
+#[derive(Debug)]
+enum Auth {
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+}
+
+/// A validated http check, with its client ready.
+#[derive(Debug)]
+pub struct HttpSpec {
+    url: Url,
+    method: Method,
+    headers: Vec<(HeaderName, Secret)>,
+    body: Body,
+    auth: Option<Auth>,
+    max_body: usize,
+    client: reqwest::Client,
+}
+
+impl HttpSpec {
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub(crate) fn secret_values(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .headers
+            .iter()
+            .filter(|(_, v)| v.is_from_source())
+            .map(|(_, v)| v.expose().to_string())
+            .collect();
+        match &self.auth {
+            Some(Auth::Bearer(s)) => out.push(s.expose().to_string()),
+            Some(Auth::Basic { password, .. }) => out.push(password.expose().to_string()),
+            None => {}
+        }
+        out
+    }
+
+    /// Reads the http keys of a `[[check]]`.
+    pub fn parse(t: &mut TableReader, cx: &mut Cx) -> Option<HttpSpec> {
+        let url = t.req::<At<String>>("url", cx).and_then(|u| {
+            parse_http_url(&u.value)
+                .map_err(|m| cx.error(u.span, format!("url: {m}")))
+                .ok()
+        });
+        let method = t
+            .opt::<At<String>>("method", cx)
+            .map_or(Some(Method::GET), |m| {
+                Method::from_bytes(m.value.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| {
+                        cx.error(
+                            m.span,
+                            format!("method: {:?} is not an HTTP method", m.value),
+                        )
+                    })
+                    .ok()
+            });
+        let mut headers = Vec::new();
+        if let Some(map) = t.opt::<BTreeMap<String, Secret>>("headers", cx) {
+            for (name, value) in map {
+                let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+                    cx.error(
+                        t.span_of("headers"),
+                        format!("headers: {name:?} is not a valid header name"),
+                    );
+                    continue;
+                };
+                if HeaderValue::from_str(value.expose()).is_err() {
+                    cx.error(
+                        t.span_of("headers"),
+                        format!("headers: the value of {name:?} is not a valid header value"),
+                    );
+                    continue;
+                }
+                headers.push((hn, value));
+            }
+        }
+        let mut bodies = Vec::new();
+        if let Some(raw) = t.opt::<String>("body", cx) {
+            bodies.push(Body::Raw(raw));
+        }
+        if let Some(v) = t.get("json") {
+            bodies.push(Body::Json(to_json(v.get_ref())));
+        }
+        if let Some(form) = t.opt::<BTreeMap<String, String>>("form", cx) {
+            bodies.push(Body::Form(form.into_iter().collect()));
+        }
+        if bodies.len() > 1 {
+            cx.error(
+                t.span.clone(),
+                "give at most one of `body`, `json` and `form`",
+            );
+        }
+        let body = bodies.into_iter().next().unwrap_or(Body::None);
+        let auth = t.get("auth").and_then(|v| parse_auth(v, cx));
+        let follow_redirects = t.or("follow_redirects", true, cx);
+        let keepalive = t.or("keepalive", false, cx);
+        let max_body = t.or("max_body", ByteSize(DEFAULT_MAX_BODY), cx).0;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("bakewatch/", env!("CARGO_PKG_VERSION")))
+            // Checks go straight to their target: an environment proxy would change what is measured.
+            .no_proxy()
+            .pool_max_idle_per_host(if keepalive { 4 } else { 0 })
+            .redirect(if follow_redirects {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            });
+        if let Some(v) = t.get("tls") {
+            builder = apply_tls(builder, v, cx)?;
+        }
+        let client = match builder.build() {
+            Ok(c) => c,
+            Err(e) => {
+                cx.error(
+                    t.span.clone(),
+                    format!("cannot build the HTTP client: {}", innermost(&e)),
+                );
+                return None;
+            }
+        };
+        Some(HttpSpec {
+            url: url?,
+            method: method?,
+            headers,
+            body,
+            auth,
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+            client,
+        })
+    }
+
+    /// One run: request, read the body up to the cap, judge. Never returns early on a slow
+    /// target by itself: the runner's timeout cancels this future.
+    pub async fn run(&self, expect: &[Assertion]) -> Outcome {
+        let start = Instant::now();
+        let mut req = self.client.request(self.method.clone(), self.url.clone());
+        for (name, value) in &self.headers {
+            req = req.header(name, value.expose());
+        }
+        req = match &self.auth {
+            Some(Auth::Bearer(token)) => req.bearer_auth(token.expose()),
+            Some(Auth::Basic { username, password }) => {
+                req.basic_auth(username, Some(password.expose()))
+            }
+            None => req,
+        };
+        req = match &self.body {
+            Body::None => req,
+            Body::Raw(s) => req.body(s.clone()),
+            Body::Json(v) => req.json(v),
+            Body::Form(f) => req.form(f),
+        };
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let (reason, message) = classify(&e);
+                return Outcome::fail(reason, message);
+            }
+        };
+        let ttfb = start.elapsed();
+        let status = resp.status().as_u16();
+        let headers = std::mem::take(resp.headers_mut());
+        let mut body = Vec::new();
+        let mut truncated = false;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_body - body.len();
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        truncated = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let (reason, message) = classify(&e);
+                    let mut o = Outcome::fail(
+                        reason,
+                        format!("HTTP {status}, reading the body: {message}"),
+                    );
+                    o.observations
+                        .set("status", Observation::Number(f64::from(status)));
+                    return o;
+                }
+            }
+        }
+        let total = start.elapsed();
+        let response = Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            json: OnceLock::new(),
+            total,
+            ttfb,
+            observations: {
+                let mut o = Observations::default();
+                o.set("status", Observation::Number(f64::from(status)));
+                o.set("body_bytes", Observation::Number(body.len() as f64));
+                o
+            },
+        };
+        let j = judge(expect, &response, true);
+        let mut outcome = Outcome::new(j.status, j.reason, j.message);
+        if j.status == Status::Pass {
+            outcome.message = format!("HTTP {status}");
+        }
+        if truncated {
+            outcome
+                .message
+                .push_str(&format!(" (body truncated at {} bytes)", self.max_body));
+        }
+        outcome.failed_assertions = j.failures;
+        outcome.observations = response.observations;
+        outcome
+            .observations
+            .set("ttfb", Observation::Duration(ttfb));
+        outcome
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err(format!("{s:?} has no host")),
+        other => Err(format!("scheme {other:?} is not http or https")),
+    }
+}
+
+fn parse_auth(v: &crate::config::reader::Value<'_>, cx: &mut Cx) -> Option<Auth> {
+    let mut t = TableReader::new(v, "auth", cx)?;
+    let bearer: Option<Secret> = t.opt("bearer", cx);
+    let username: Option<String> = t.opt("username", cx);
+    let password: Option<Secret> = t.opt("password", cx);
+    t.finish(cx);
+    match (bearer, username, password) {
+        (Some(b), None, None) => Some(Auth::Bearer(b)),
+        (None, Some(username), Some(password)) => Some(Auth::Basic { username, password }),
+        _ => {
+            cx.error(
+                v.span(),
+                "auth: write { bearer = … } or { username = …, password = … }",
+            );
+            None
+        }
+    }
+}
+
+fn apply_tls(
+    mut builder: reqwest::ClientBuilder,
+    v: &crate::config::reader::Value<'_>,
+    cx: &mut Cx,
+) -> Option<reqwest::ClientBuilder> {
+    let mut t = TableReader::new(v, "tls", cx)?;
+    let ca_file: Option<At<std::path::PathBuf>> = t.opt("ca_file", cx);
+    let cert_file: Option<At<std::path::PathBuf>> = t.opt("cert_file", cx);
+    let key_file: Option<At<std::path::PathBuf>> = t.opt("key_file", cx);
+    let verify = t.or("verify", true, cx);
+    t.finish(cx);
+    let before = cx.diags.len();
+    let read = |f: &At<std::path::PathBuf>, cx: &mut Cx| match std::fs::read(&f.value) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            cx.error(
+                f.span.clone(),
+                format!("cannot read {}: {}", f.value.display(), e.kind()),
+            );
+            None
+        }
+    };
+    if let Some(ca) = &ca_file
+        && let Some(pem) = read(ca, cx)
+    {
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            // A private CA replaces the system roots: trust exactly what the check names.
+            Ok(certs) if !certs.is_empty() => builder = builder.tls_certs_only(certs),
+            _ => {
+                cx.error(
+                    ca.span.clone(),
+                    format!("ca_file: {} holds no PEM certificate", ca.value.display()),
+                );
+            }
+        }
+    }
+    match (&cert_file, &key_file) {
+        (Some(c), Some(k)) => {
+            if let (Some(mut cert), Some(key)) = (read(c, cx), read(k, cx)) {
+                cert.push(b'\n');
+                cert.extend_from_slice(&key);
+                match reqwest::Identity::from_pem(&cert) {
+                    Ok(id) => builder = builder.identity(id),
+                    Err(_) => {
+                        cx.error(
+                            c.span.clone(),
+                            "cert_file / key_file: not a PEM certificate and private key",
+                        );
+                    }
+                }
+            }
+        }
+        (None, None) => {}
+        _ => {
+            cx.error(
+                v.span(),
+                "tls: a client certificate needs both `cert_file` and `key_file`",
+            );
+        }
+    }
+    if !verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    (cx.diags.len() == before).then_some(builder)
+}
+
+/// Maps a client error to a reason and a short message (without the URL, which may be long).
+pub fn classify(e: &reqwest::Error) -> (Reason, String) {
+    let inner = innermost(e);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut io_kind = None;
+    let mut is_tls = false;
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            is_tls = true;
+        }
+        source = err.source();
+    }
+    let text = format!("{e:?}");
+    if e.is_timeout() {
+        (Reason::Timeout, format!("timed out: {inner}"))
+    } else if text.contains("dns error") {
+        (Reason::Dns, format!("dns: {inner}"))
+    } else if is_tls || text.contains("InvalidCertificate") || text.contains("tls handshake") {
+        (Reason::Tls, format!("tls: {inner}"))
+    } else if e.is_connect() {
+        (Reason::Connect, format!("connect: {inner}"))
+    } else if e.is_redirect() {
+        (Reason::Protocol, format!("redirect: {inner}"))
+    } else {
+        let _ = io_kind;
+        (Reason::Protocol, format!("protocol: {inner}"))
+    }
+}
+
+/// The deepest error in a chain: the one that says what actually happened.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A received response, as assertions see it.
+struct Response {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+    json: OnceLock<Option<serde_json::Value>>,
+    total: Duration,
+    ttfb: Duration,
+    observations: Observations,
+}
+
+impl Subject for Response {
+    fn status(&self) -> Option<u16> {
+        Some(self.status)
+    }
+
+    fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    fn cookie_values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|c| {
+                let pair = c.split(';').next()?;
+                let (n, v) = pair.split_once('=')?;
+                (n.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+            })
+            .collect()
+    }
+
+    fn body(&self) -> Option<&str> {
+        Some(&self.body)
+    }
+
+    fn json(&self) -> Option<&serde_json::Value> {
+        self.json
+            .get_or_init(|| serde_json::from_str(&self.body).ok())
+            .as_ref()
+    }
+
+    fn duration(&self, kind: &str) -> Option<Duration> {
+        match kind {
+            "total" => Some(self.total),
+            "ttfb" => Some(self.ttfb),
+            _ => None,
+        }
+    }
+
+    fn observation(&self, name: &str) -> Option<&Observation> {
+        self.observations.get(name)
+    }
+}

@@ -1,0 +1,91 @@
+//! The daemon's HTTP server (axum): `/metrics`, `/-/healthy`, `/-/ready` and the JSON API.
+//! Every response has a request timeout and request bodies are capped; errors are
+//! `application/problem+json` (RFC 9457).
+
+pub mod api;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Runtime;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The full router over shared state.
+pub fn router(rt: Arc<Runtime>) -> Router {
+    let timeout = rt.config.server.request_timeout;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/api/v1/checks", get(api::list_checks))
+        .route("/api/v1/checks/{name}", get(api::get_check))
+        .fallback(not_found)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(rt)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then drains connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    rt: Arc<Runtime>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(rt))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        rt.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthy() -> &'static str {
+    "OK\n"
+}
+
+async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
+    if rt.is_ready() {
+        "ready\n".into_response()
+    } else {
+        problem(StatusCode::SERVICE_UNAVAILABLE, "not ready yet")
+    }
+}
+
+async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// An RFC 9457 problem response.
+pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,32 @@
+//! bakewatch keeps watch over a service after each deployment and all the time in between:
+//! it runs deep health checks on schedules, keeps their recent history, and exposes every
+//! result as Prometheus metrics and over a JSON API.
+//!
+//! # Layout
+//!
+//! - [`config`]: raw TOML → validated [`config::Config`]; every problem as `file:line:col`.
+//! - [`checks`]: the [`checks::Outcome`] of a run, the shared assertion vocabulary
+//!   ([`checks::assert`]), and one module per check type.
+//! - [`cronexpr`]: POSIX crontab expressions on top of the `cron` crate.
+//! - [`scheduler`]: when each check runs (interval / cron, jitter, concurrency limit).
+//! - [`runtime`]: the one path an outcome flows through (timeout, redaction, history,
+//!   metrics, logs).
+//! - [`history`]: compact per-check recent outcomes and window statistics.
+//! - [`metrics`]: every metric family, defined in one place.
+//! - [`http`]: the axum server: `/metrics`, health endpoints, the JSON API.
+//! - [`report`]: `bakewatch once` output (table, JSON, JUnit).
+//! - [`app`]: the daemon lifecycle and the one-shot commands.
+//! - [`cli`]: command-line definitions.
+
+pub mod app;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod cronexpr;
+pub mod history;
+pub mod http;
+pub mod metrics;
+pub mod report;
+pub mod runtime;
+pub mod scheduler;
+pub mod util;

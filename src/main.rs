@@ -1,0 +1,101 @@
+//! The `bakewatch` binary: install the TLS crypto provider, parse the command line, set up
+//! logging, run the command, and map its result to an exit code (the only place that does).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use bakewatch::app::{self, AppError};
+use bakewatch::cli::{Cli, Command, LogFormat};
+
+/// Exit codes (DESIGN §2).
+mod exit {
+    pub const OK: u8 = 0;
+    /// validate: invalid config; once: a check did not pass; run: config did not load.
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 64;
+    pub const INTERNAL: u8 = 70;
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    // One process-wide rustls provider, before anything builds a TLS config.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    init_logging(cli.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bakewatch: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+
+    let result: Result<u8, AppError> = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => app::run_daemon(&config.config).await.map(|()| exit::OK),
+            Command::Validate { config } => app::validate(&config.config).map(|summary| {
+                println!("{summary}");
+                exit::OK
+            }),
+            Command::Once {
+                config,
+                checks,
+                format,
+            } => app::once(&config.config, &checks, format)
+                .await
+                .map(|(text, all_pass)| {
+                    print!("{text}");
+                    if all_pass { exit::OK } else { exit::FAILED }
+                }),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(AppError::Config(e)) => {
+            eprintln!("{e}");
+            let n = e.diagnostics.len();
+            eprintln!(
+                "bakewatch: {n} problem{} in the configuration",
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::from(exit::FAILED)
+        }
+        Err(AppError::Usage(m)) => {
+            eprintln!("bakewatch: {m}");
+            ExitCode::from(exit::USAGE)
+        }
+        Err(AppError::Internal(e)) => {
+            eprintln!("bakewatch: {e:#}");
+            ExitCode::from(exit::INTERNAL)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The one code path an outcome flows through: run a check under its timeout, scrub secrets,
+//! then feed history, metrics and logs from the same value. Shared by the daemon's scheduler,
+//! the API and `bakewatch once`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use crate::checks::{Outcome, Reason, Status};
+use crate::config::{CheckConfig, Config};
+use crate::history::History;
+use crate::metrics::{CheckMetrics, Metrics};
+
+/// Replaces secret values in free text (outcome messages, assertion details).
+#[derive(Debug, Default, Clone)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(mut secrets: Vec<String>) -> Redactor {
+        // Very short values would redact ordinary words; they are not worth guessing anyway.
+        secrets.retain(|s| s.len() >= 4);
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    pub fn scrub(&self, text: &mut String) {
+        for s in &self.secrets {
+            if text.contains(s.as_str()) {
+                *text = text.replace(s.as_str(), "<redacted>");
+            }
+        }
+    }
+
+    pub fn scrub_outcome(&self, o: &mut Outcome) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        self.scrub(&mut o.message);
+        for f in &mut o.failed_assertions {
+            self.scrub(&mut f.actual);
+            self.scrub(&mut f.expected);
+        }
+        for (_, v) in &mut o.observations.0 {
+            if let crate::checks::Observation::Text(t) = v {
+                self.scrub(t);
+            }
+        }
+    }
+}
+
+/// A configured check and everything it accumulates.
+pub struct CheckState {
+    pub config: Arc<CheckConfig>,
+    pub history: Mutex<History>,
+    pub metrics: CheckMetrics,
+}
+
+/// Shared daemon state.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub checks: Vec<Arc<CheckState>>,
+    pub metrics: Arc<Metrics>,
+    pub redactor: Redactor,
+    /// Set once config is loaded and the listener is up.
+    pub ready: AtomicBool,
+    pub started_at: SystemTime,
+}
+
+impl Runtime {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Runtime {
+        let redactor = Redactor::new(config.secret_values());
+        let checks = config
+            .checks
+            .iter()
+            .map(|c| {
+                Arc::new(CheckState {
+                    config: c.clone(),
+                    history: Mutex::new(History::new(
+                        config.history.retention,
+                        config.history.max_samples,
+                    )),
+                    metrics: metrics.for_check(&c.name, &c.service, c.type_name()),
+                })
+            })
+            .collect();
+        Runtime {
+            config: Arc::new(config),
+            checks,
+            metrics,
+            redactor,
+            ready: AtomicBool::new(false),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    pub fn check(&self, name: &str) -> Option<&Arc<CheckState>> {
+        self.checks.iter().find(|c| c.config.name == name)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Runs a check once and records the outcome everywhere.
+    pub async fn run_check(&self, state: &CheckState) -> Arc<Outcome> {
+        let mut outcome = execute(&state.config).await;
+        self.redactor.scrub_outcome(&mut outcome);
+        let outcome = Arc::new(outcome);
+        self.record(state, outcome.clone());
+        outcome
+    }
+
+    fn record(&self, state: &CheckState, outcome: Arc<Outcome>) {
+        let previous = {
+            let mut h = state.history.lock().expect("not poisoned");
+            let prev = h.last().map(|o| o.status);
+            h.record(outcome.clone());
+            prev
+        };
+        state.metrics.record(&outcome);
+        let c = &state.config;
+        // One line per state change, not per run.
+        if previous != Some(outcome.status) {
+            let from = previous.map_or("none", Status::as_str);
+            match outcome.status {
+                Status::Pass => {
+                    tracing::info!(check = %c.name, from, to = "pass", detail = %outcome.message, "check state changed")
+                }
+                Status::Degraded => {
+                    tracing::warn!(check = %c.name, from, to = "degraded", reason = %outcome.reason, detail = %outcome.message, "check state changed")
+                }
+                Status::Fail | Status::Error => {
+                    tracing::warn!(check = %c.name, from, to = %outcome.status, reason = %outcome.reason, detail = %outcome.message, "check state changed")
+                }
+            }
+        } else {
+            tracing::debug!(check = %c.name, status = %outcome.status, reason = %outcome.reason, duration_ms = outcome.duration.as_secs_f64() * 1000.0, "check ran");
+        }
+    }
+}
+
+/// Runs a check under its hard timeout, in its own task so a panicking probe becomes an
+/// `internal` error instead of taking the scheduler down.
+pub async fn execute(check: &Arc<CheckConfig>) -> Outcome {
+    let started_at = SystemTime::now();
+    let start = Instant::now();
+    let timeout = check.timeout;
+    let c = check.clone();
+    let task =
+        tokio::spawn(async move { tokio::time::timeout(timeout, c.spec.run(&c.expect)).await });
+    let mut outcome = match task.await {
+        Ok(Ok(o)) => o,
+        Ok(Err(_elapsed)) => Outcome::fail(
+            Reason::Timeout,
+            format!(
+                "no result within the {} timeout",
+                humantime::format_duration(timeout)
+            ),
+        ),
+        Err(e) if e.is_panic() => Outcome::error(
+            Reason::Internal,
+            "the probe panicked (a bakewatch bug; see the log)",
+        ),
+        Err(_) => Outcome::error(Reason::Internal, "the probe was cancelled"),
+    };
+    outcome.started_at = started_at;
+    outcome.duration = start.elapsed();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redactor_replaces_longest_first_and_ignores_tiny_values() {
+        let r = Redactor::new(vec!["abc".into(), "s3cr3t".into(), "s3cr3t-long".into()]);
+        let mut t = "token s3cr3t-long and s3cr3t and abc".to_string();
+        r.scrub(&mut t);
+        assert_eq!(t, "token <redacted> and <redacted> and abc");
+    }
+}

@@ -1,0 +1,171 @@
+//! When each check runs. One sleeping task per check (cheap in tokio), so a slow check only
+//! ever delays itself; a global semaphore bounds how many run at once; a deterministic
+//! per-check offset spreads checks with the same interval. Missed ticks are skipped, never
+//! bunched. `scheduler_lag_seconds` records how late each run started.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Schedule;
+use crate::runtime::{CheckState, Runtime};
+
+/// A liveness signal of the scheduler: bumped whenever a check loop wakes. The systemd
+/// watchdog (a later issue) feeds only while this moves.
+#[derive(Default)]
+pub struct Heartbeat(AtomicU64);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(
+            crate::util::unix_millis(SystemTime::now()),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn last_millis(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The offset of a check's first run within `spread`, stable across restarts (a hash of the
+/// name, as Prometheus does for scrape targets).
+pub fn start_offset(name: &str, spread: Duration) -> Duration {
+    if spread.is_zero() {
+        return Duration::ZERO;
+    }
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    let nanos = spread.as_nanos() as u64;
+    Duration::from_nanos(h.finish() % nanos.max(1))
+}
+
+/// The next due instant of an interval schedule after `due` (the last due time), skipping
+/// whole intervals that have already passed at `now`.
+pub fn next_interval_due(due: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = due + interval;
+    if next > now {
+        return next;
+    }
+    let behind = now - next;
+    let skip = (behind.as_nanos() / interval.as_nanos().max(1)) as u32 + 1;
+    next + interval * skip
+}
+
+/// The next cron fire time after now, as an `Instant`.
+fn next_cron_due(expr: &crate::cronexpr::CronExpr) -> Option<Instant> {
+    let now_wall = chrono::Local::now();
+    let next = expr.next_after(&now_wall)?;
+    let wait = (next - now_wall).to_std().unwrap_or(Duration::ZERO);
+    Some(Instant::now() + wait)
+}
+
+/// Starts one loop per check on `tracker`; they stop when `shutdown` is cancelled.
+pub fn start(
+    rt: Arc<Runtime>,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+    heartbeat: Arc<Heartbeat>,
+) {
+    let permits = Arc::new(Semaphore::new(rt.config.scheduler.concurrency));
+    let spread = rt.config.scheduler.jitter;
+    heartbeat.beat();
+    for check in rt.checks.clone() {
+        tracker.spawn(check_loop(
+            rt.clone(),
+            check,
+            permits.clone(),
+            shutdown.clone(),
+            heartbeat.clone(),
+            spread,
+        ));
+    }
+}
+
+async fn check_loop(
+    rt: Arc<Runtime>,
+    check: Arc<CheckState>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    heartbeat: Arc<Heartbeat>,
+    spread: Duration,
+) {
+    let schedule = check.config.schedule.clone();
+    let mut due = match &schedule {
+        Schedule::Interval(every) => {
+            Instant::now() + start_offset(&check.config.name, spread.min(*every))
+        }
+        Schedule::Cron(expr) => match next_cron_due(expr) {
+            Some(d) => d,
+            None => {
+                tracing::warn!(check = %check.config.name, cron = %expr, "cron expression never fires; check not scheduled");
+                return;
+            }
+        },
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        heartbeat.beat();
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = shutdown.cancelled() => return,
+        };
+        let lag = Instant::now().saturating_duration_since(due);
+        rt.metrics.scheduler_lag_seconds.observe(lag.as_secs_f64());
+        rt.run_check(&check).await;
+        drop(permit);
+        due = match &schedule {
+            Schedule::Interval(every) => next_interval_due(due, *every, Instant::now()),
+            Schedule::Cron(expr) => match next_cron_due(expr) {
+                Some(d) => d,
+                None => return,
+            },
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_stable_and_within_the_spread() {
+        let spread = Duration::from_secs(10);
+        let a = start_offset("api-health", spread);
+        assert_eq!(a, start_offset("api-health", spread));
+        assert!(a < spread);
+        assert_eq!(start_offset("x", Duration::ZERO), Duration::ZERO);
+        // Different names land in different places (spreading is the point).
+        let distinct: std::collections::HashSet<_> = (0..50)
+            .map(|i| start_offset(&format!("check-{i}"), spread))
+            .collect();
+        assert!(distinct.len() > 40);
+    }
+
+    #[test]
+    fn missed_intervals_are_skipped_not_bunched() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        assert_eq!(
+            next_interval_due(t0, every, t0 + Duration::from_secs(1)),
+            t0 + every
+        );
+        // A run that took 35 s: the next due time is the first one still in the future.
+        assert_eq!(
+            next_interval_due(t0, every, t0 + Duration::from_secs(35)),
+            t0 + Duration::from_secs(40)
+        );
+        assert_eq!(
+            next_interval_due(t0, every, t0 + Duration::from_secs(10)),
+            t0 + Duration::from_secs(20)
+        );
+    }
+}

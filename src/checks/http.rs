@@ -266,6 +266,7 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
 
 fn parse_auth(v: &crate::config::reader::Value<'_>, cx: &mut Cx) -> Option<Auth> {
     let mut t = TableReader::new(v, "auth", cx)?;
+    let before = cx.diags.len();
     let bearer: Option<Secret> = t.opt("bearer", cx);
     let username: Option<String> = t.opt("username", cx);
     let password: Option<Secret> = t.opt("password", cx);
@@ -273,6 +274,8 @@ fn parse_auth(v: &crate::config::reader::Value<'_>, cx: &mut Cx) -> Option<Auth>
     match (bearer, username, password) {
         (Some(b), None, None) => Some(Auth::Bearer(b)),
         (None, Some(username), Some(password)) => Some(Auth::Basic { username, password }),
+        // A value that did not resolve is already reported where it is written.
+        _ if cx.diags.len() > before => None,
         _ => {
             cx.error(
                 v.span(),
@@ -358,6 +361,13 @@ pub fn classify(e: &reqwest::Error) -> (Reason, String) {
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             io_kind.get_or_insert(io.kind());
+            // `io::Error::source` skips the error it wraps (rustls' errors arrive that way).
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                is_tls = true;
+            }
         }
         if err.downcast_ref::<rustls::Error>().is_some() {
             is_tls = true;

@@ -49,6 +49,7 @@ impl CheckSpec {
         match kind {
             "http" => http::HttpSpec::parse(t, cx).map(CheckSpec::Http),
             other if KNOWN_TYPES.contains(&other) => {
+                t.accept_unread();
                 cx.error(
                     kind_span,
                     format!("type: check type {other:?} is not available in this version yet"),
@@ -56,6 +57,7 @@ impl CheckSpec {
                 None
             }
             other => {
+                t.accept_unread();
                 let hint = crate::config::reader::closest(other, KNOWN_TYPES)
                     .map(|k| format!(" (did you mean {k:?}?)"))
                     .unwrap_or_default();

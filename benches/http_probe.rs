@@ -2,7 +2,8 @@
 //! the daemon's full path: timeout task, request, body read, assertions, redaction, history
 //! and metrics. Run: `cargo bench --bench http_probe` (needs nginx; Debian `nginx-light`).
 //!
-//! Environment: `PROBES` (default 20000), `CONCURRENCY` (default 1 and 8 are both measured).
+//! Environment: `PROBES` (default 20000), `WORKERS` (tokio worker threads, default 2).
+//! Concurrency 1 and 8 are both measured.
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -121,13 +122,18 @@ expect = [
     let config = bakewatch::config::load(&path).expect("bench config loads");
     let rt = Arc::new(Runtime::new(config, Arc::new(Metrics::new())));
 
+    // The daemon's runtime: one worker per core (2 here). WORKERS overrides, for comparison.
+    let workers: usize = std::env::var("WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
     println!(
-        "http_probe: {probes} probes per run against nginx on 127.0.0.1:{port}, fresh connection each"
+        "http_probe: {probes} probes per run, {workers} runtime workers, nginx on 127.0.0.1:{port}, fresh connection each"
     );
     println!(
         "{:>11}  {:>12}  {:>14}  {:>16}  {:>12}",

@@ -20,6 +20,10 @@ const LAG_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// The observation (Unix seconds) that feeds `cert_expiry_timestamp_seconds` rather than
+/// `check_value`: set by the `tls` check and by `http` checks over https.
+pub const CERT_EXPIRY_OBSERVATION: &str = "cert_expiry_timestamp";
+
 /// The registry and all families.
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +34,7 @@ pub struct Metrics {
     check_duration_seconds: HistogramVec,
     check_last_run_timestamp_seconds: GaugeVec,
     check_value: GaugeVec,
+    cert_expiry_timestamp_seconds: GaugeVec,
     pub scheduler_lag_seconds: Histogram,
     pub config_last_reload_successful: Gauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
@@ -96,6 +101,14 @@ impl Metrics {
                 &["check", "service", "observation"],
             )
             .expect("valid metric"),
+            cert_expiry_timestamp_seconds: GaugeVec::new(
+                opts(
+                    "cert_expiry_timestamp_seconds",
+                    "Expiry (notAfter) of the certificate the check's target presented, Unix seconds.",
+                ),
+                &["check", "service"],
+            )
+            .expect("valid metric"),
             scheduler_lag_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "scheduler_lag_seconds",
@@ -135,6 +148,7 @@ impl Metrics {
             Box::new(m.check_duration_seconds.clone()),
             Box::new(m.check_last_run_timestamp_seconds.clone()),
             Box::new(m.check_value.clone()),
+            Box::new(m.cert_expiry_timestamp_seconds.clone()),
             Box::new(m.scheduler_lag_seconds.clone()),
             Box::new(m.config_last_reload_successful.clone()),
             Box::new(m.config_last_reload_success_timestamp_seconds.clone()),
@@ -171,6 +185,8 @@ impl Metrics {
             values: Mutex::new(HashMap::new()),
             failures_family: self.check_failures_total.clone(),
             value_family: self.check_value.clone(),
+            cert_expiry: OnceLock::new(),
+            cert_expiry_family: self.cert_expiry_timestamp_seconds.clone(),
         }
     }
 
@@ -233,9 +249,11 @@ pub struct CheckMetrics {
     failures: [OnceLock<IntCounter>; 13],
     duration: Histogram,
     /// `check_value` handles by observation name, created on first sight.
-    values: Mutex<HashMap<&'static str, Gauge>>,
+    values: Mutex<HashMap<String, Gauge>>,
     failures_family: IntCounterVec,
     value_family: GaugeVec,
+    cert_expiry: OnceLock<Gauge>,
+    cert_expiry_family: GaugeVec,
 }
 
 impl CheckMetrics {
@@ -277,19 +295,30 @@ impl CheckMetrics {
         }
         self.duration.observe(o.duration.as_secs_f64());
         if o.observations.iter().any(|(_, v)| v.as_f64().is_some()) {
+            let (check, service, _) = &self.labels;
             let mut values = self.values.lock().expect("not poisoned");
             for (name, v) in o.observations.iter() {
-                if let Some(x) = v.as_f64() {
-                    values
-                        .entry(name)
-                        .or_insert_with(|| {
-                            self.value_family.with_label_values(&[
-                                self.labels.0.as_str(),
-                                self.labels.1.as_str(),
-                                name,
-                            ])
+                let Some(x) = v.as_f64() else { continue };
+                if name == CERT_EXPIRY_OBSERVATION {
+                    self.cert_expiry
+                        .get_or_init(|| {
+                            self.cert_expiry_family
+                                .with_label_values(&[check.as_str(), service.as_str()])
                         })
                         .set(x);
+                    continue;
+                }
+                match values.get(name.as_ref()) {
+                    Some(g) => g.set(x),
+                    None => {
+                        let g = self.value_family.with_label_values(&[
+                            check.as_str(),
+                            service.as_str(),
+                            name,
+                        ]);
+                        g.set(x);
+                        values.insert(name.to_string(), g);
+                    }
                 }
             }
         }

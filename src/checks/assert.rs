@@ -24,7 +24,8 @@ pub struct QueryScope {
     pub response: bool,
     /// accepted `duration = "…"` kinds, e.g. &["total", "ttfb"]; empty = no duration query.
     pub durations: &'static [&'static str],
-    /// accepted `observe = "…"` names; empty slice = no observe query.
+    /// accepted `observe = "…"` names; empty slice = no observe query; a `"*"` entry
+    /// accepts any name (types whose observations are named by the user, like redis `info`).
     pub observations: &'static [&'static str],
 }
 
@@ -824,7 +825,7 @@ fn parse_query(key: &str, v: &Value<'_>, scope: &QueryScope, cx: &mut Cx) -> Opt
         }
         "observe" => {
             let s = text(cx)?;
-            if scope.observations.contains(&s.as_str()) {
+            if scope.observations.contains(&s.as_str()) || scope.observations.contains(&"*") {
                 Some(Query::Observe(s))
             } else {
                 cx.error(

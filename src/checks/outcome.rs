@@ -1,6 +1,7 @@
 //! The result of one check run. A failing target is an [`Outcome`] value, never an `Err`:
 //! the same value feeds logs, metrics, history, the API and (later) rules and verdicts.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -148,21 +149,23 @@ impl fmt::Display for Observation {
 
 /// The observations of one run, in the order the probe made them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observations(pub Vec<(&'static str, Observation)>);
+pub struct Observations(pub Vec<(Cow<'static, str>, Observation)>);
 
 impl Serialize for Observations {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
+            m.serialize_entry(k.as_ref(), v)?;
         }
         m.end()
     }
 }
 
 impl Observations {
-    pub fn set(&mut self, name: &'static str, value: Observation) {
+    /// Sets an observation; names are usually static, but may come from config (redis `info`).
+    pub fn set(&mut self, name: impl Into<Cow<'static, str>>, value: Observation) {
+        let name = name.into();
         match self.0.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
@@ -173,7 +176,7 @@ impl Observations {
         self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &(&'static str, Observation)> {
+    pub fn iter(&self) -> impl Iterator<Item = &(Cow<'static, str>, Observation)> {
         self.0.iter()
     }
 }

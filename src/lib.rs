@@ -7,6 +7,8 @@
 //! - [`config`]: raw TOML → validated [`config::Config`]; every problem as `file:line:col`.
 //! - [`checks`]: the [`checks::Outcome`] of a run, the shared assertion vocabulary
 //!   ([`checks::assert`]), and one module per check type.
+//! - [`journey`]: the `journey` check type: ordered HTTP steps with captures, cookies,
+//!   retries, budgets and cleanup; `{{ }}` templates.
 //! - [`cronexpr`]: POSIX crontab expressions on top of the `cron` crate.
 //! - [`scheduler`]: when each check runs (interval / cron, jitter, concurrency limit).
 //! - [`runtime`]: the one path an outcome flows through (timeout, redaction, history,
@@ -25,6 +27,7 @@ pub mod config;
 pub mod cronexpr;
 pub mod history;
 pub mod http;
+pub mod journey;
 pub mod metrics;
 pub mod report;
 pub mod runtime;

@@ -17,9 +17,18 @@ mod exit {
     pub const INTERNAL: u8 = 70;
 }
 
-fn init_logging(format: LogFormat) {
+/// `default_level`: the daemon logs state changes at info; one-shot commands only errors,
+/// so their own output stays readable. `RUST_LOG` overrides both.
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "{default_level},rustls_platform_verifier=off"
+            ))
+        })
+        // The cookie library logs cookie values at debug: they can be session secrets, so it
+        // never logs below info, whatever RUST_LOG says.
+        .add_directive("cookie_store=info".parse().expect("valid directive"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -46,7 +55,12 @@ fn main() -> ExitCode {
             });
         }
     };
-    init_logging(cli.log_format);
+    let level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "error"
+    };
+    init_logging(cli.log_format, level);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use crate::checks::outcome::StepStatus;
 use crate::checks::{Outcome, Reason, Status};
 
 /// Buckets for check and scheduler durations, in seconds.
@@ -35,6 +36,8 @@ pub struct Metrics {
     check_last_run_timestamp_seconds: GaugeVec,
     check_value: GaugeVec,
     cert_expiry_timestamp_seconds: GaugeVec,
+    journey_step_duration_seconds: HistogramVec,
+    journey_step_success: GaugeVec,
     pub scheduler_lag_seconds: Histogram,
     pub config_last_reload_successful: Gauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
@@ -109,6 +112,17 @@ impl Metrics {
                 &["check", "service"],
             )
             .expect("valid metric"),
+            journey_step_duration_seconds: HistogramVec::new(
+                HistogramOpts::new("journey_step_duration_seconds", "Duration of journey steps, retries included.")
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                &["check", "service", "step"],
+            )
+            .expect("valid metric"),
+            journey_step_success: GaugeVec::new(
+                opts("journey_step_success", "1 when the journey step passed (or degraded) in the last run, 0 when it failed or was skipped."),
+                &["check", "service", "step"],
+            )
+            .expect("valid metric"),
             scheduler_lag_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "scheduler_lag_seconds",
@@ -149,6 +163,8 @@ impl Metrics {
             Box::new(m.check_last_run_timestamp_seconds.clone()),
             Box::new(m.check_value.clone()),
             Box::new(m.cert_expiry_timestamp_seconds.clone()),
+            Box::new(m.journey_step_duration_seconds.clone()),
+            Box::new(m.journey_step_success.clone()),
             Box::new(m.scheduler_lag_seconds.clone()),
             Box::new(m.config_last_reload_successful.clone()),
             Box::new(m.config_last_reload_success_timestamp_seconds.clone()),
@@ -187,6 +203,11 @@ impl Metrics {
             value_family: self.check_value.clone(),
             cert_expiry: OnceLock::new(),
             cert_expiry_family: self.cert_expiry_timestamp_seconds.clone(),
+            steps: Mutex::new(HashMap::new()),
+            step_families: (
+                self.journey_step_duration_seconds.clone(),
+                self.journey_step_success.clone(),
+            ),
         }
     }
 
@@ -254,9 +275,36 @@ pub struct CheckMetrics {
     value_family: GaugeVec,
     cert_expiry: OnceLock<Gauge>,
     cert_expiry_family: GaugeVec,
+    /// Journey step series by step name, created on first sight.
+    steps: Mutex<HashMap<String, (Histogram, Gauge)>>,
+    step_families: (HistogramVec, GaugeVec),
 }
 
 impl CheckMetrics {
+    fn record_steps(&self, o: &Outcome) {
+        let (check, service, _) = &self.labels;
+        let (durations, successes) = &self.step_families;
+        let mut steps = self.steps.lock().expect("not poisoned");
+        for r in &o.steps {
+            let (duration, success) = match steps.get(&r.name) {
+                Some(handles) => handles,
+                None => {
+                    let l = [check.as_str(), service.as_str(), r.name.as_str()];
+                    let handles = (
+                        durations.with_label_values(&l),
+                        successes.with_label_values(&l),
+                    );
+                    steps.entry(r.name.clone()).or_insert(handles)
+                }
+            };
+            let ok = matches!(r.status, StepStatus::Pass | StepStatus::Degraded);
+            success.set(if ok { 1.0 } else { 0.0 });
+            if r.status != StepStatus::Skipped {
+                duration.observe(r.duration_ms / 1000.0);
+            }
+        }
+    }
+
     /// Records one outcome.
     pub fn record(&self, o: &Outcome) {
         let (check, service, kind) = &self.labels;
@@ -294,6 +342,9 @@ impl CheckMetrics {
                 .inc();
         }
         self.duration.observe(o.duration.as_secs_f64());
+        if !o.steps.is_empty() {
+            self.record_steps(o);
+        }
         if o.observations.iter().any(|(_, v)| v.as_f64().is_some()) {
             let (check, service, _) = &self.labels;
             let mut values = self.values.lock().expect("not poisoned");

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use crate::checks::outcome::StepStatus;
 use crate::checks::{Outcome, Status};
 use crate::config::CheckConfig;
 
@@ -79,74 +80,159 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-/// One testcase per check; failures carry reason and message, errors are `<error>`.
+/// What one JUnit testcase says.
+enum CaseResult {
+    Pass,
+    Degraded(String),
+    Failure {
+        kind: &'static str,
+        message: String,
+        detail: String,
+    },
+    Error {
+        kind: &'static str,
+        message: String,
+    },
+    Skipped(String),
+}
+
+struct Case {
+    class: String,
+    name: String,
+    seconds: f64,
+    result: CaseResult,
+}
+
+fn failure_detail(f: &[crate::checks::AssertionFailure]) -> String {
+    f.iter()
+        .map(|f| {
+            format!(
+                "{}: expected {}, got {}\n",
+                f.assertion, f.expected, f.actual
+            )
+        })
+        .collect()
+}
+
+/// A journey becomes one testcase per step (CI systems show which step broke); any other
+/// check is one testcase.
+fn cases(r: &Row) -> Vec<Case> {
+    let o = &r.outcome;
+    if !o.steps.is_empty() {
+        return o
+            .steps
+            .iter()
+            .map(|s| Case {
+                class: r.check.name.clone(),
+                name: if s.cleanup {
+                    format!("cleanup {}", s.name)
+                } else {
+                    s.name.clone()
+                },
+                seconds: s.duration_ms / 1000.0,
+                result: match s.status {
+                    StepStatus::Pass => CaseResult::Pass,
+                    StepStatus::Degraded => CaseResult::Degraded(s.message.clone()),
+                    StepStatus::Skipped => CaseResult::Skipped(s.message.clone()),
+                    // A failed cleanup only degrades the journey; it is still this step's failure.
+                    StepStatus::Fail => CaseResult::Failure {
+                        kind: s.reason.as_str(),
+                        message: format!("{} {}: {}", s.request, s.name, s.message),
+                        detail: failure_detail(&s.failed_assertions),
+                    },
+                },
+            })
+            .collect();
+    }
+    let class = if r.check.service.is_empty() {
+        r.check.type_name().to_string()
+    } else {
+        r.check.service.clone()
+    };
+    vec![Case {
+        class,
+        name: r.check.name.clone(),
+        seconds: o.duration.as_secs_f64(),
+        result: match o.status {
+            Status::Pass => CaseResult::Pass,
+            Status::Degraded => CaseResult::Degraded(o.message.clone()),
+            Status::Fail => CaseResult::Failure {
+                kind: o.reason.as_str(),
+                message: o.message.clone(),
+                detail: failure_detail(&o.failed_assertions),
+            },
+            Status::Error => CaseResult::Error {
+                kind: o.reason.as_str(),
+                message: o.message.clone(),
+            },
+        },
+    }]
+}
+
+/// JUnit XML: one testcase per check, or per step for journeys.
 pub fn junit(rows: &[Row]) -> String {
-    let failures = rows
+    let all: Vec<Case> = rows.iter().flat_map(cases).collect();
+    let failures = all
         .iter()
-        .filter(|r| r.outcome.status == Status::Fail)
+        .filter(|c| matches!(c.result, CaseResult::Failure { .. }))
         .count();
-    let errors = rows
+    let errors = all
         .iter()
-        .filter(|r| r.outcome.status == Status::Error)
+        .filter(|c| matches!(c.result, CaseResult::Error { .. }))
+        .count();
+    let skipped = all
+        .iter()
+        .filter(|c| matches!(c.result, CaseResult::Skipped(_)))
         .count();
     let total: f64 = rows.iter().map(|r| r.outcome.duration.as_secs_f64()).sum();
+    let counts = format!(
+        "tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{total:.3}\"",
+        all.len()
+    );
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"bakewatch\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{total:.3}\">",
-        rows.len()
-    );
-    let _ = writeln!(
-        out,
-        "  <testsuite name=\"bakewatch\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{total:.3}\">",
-        rows.len()
-    );
-    for r in rows {
-        let o = &r.outcome;
-        let class = if r.check.service.is_empty() {
-            r.check.type_name().to_string()
-        } else {
-            r.check.service.clone()
-        };
+    let _ = writeln!(out, "<testsuites name=\"bakewatch\" {counts}>");
+    let _ = writeln!(out, "  <testsuite name=\"bakewatch\" {counts}>");
+    for c in &all {
         let _ = write!(
             out,
             "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-            xml_escape(&class),
-            xml_escape(&r.check.name),
-            o.duration.as_secs_f64()
+            xml_escape(&c.class),
+            xml_escape(&c.name),
+            c.seconds
         );
-        let msg = xml_escape(&o.message);
-        let detail: String = o
-            .failed_assertions
-            .iter()
-            .map(|f| {
-                format!(
-                    "{}: expected {}, got {}\n",
-                    f.assertion, f.expected, f.actual
-                )
-            })
-            .collect();
-        match o.status {
-            Status::Pass => out.push_str("/>\n"),
-            Status::Degraded => {
+        match &c.result {
+            CaseResult::Pass => out.push_str("/>\n"),
+            CaseResult::Degraded(m) => {
                 let _ = writeln!(
                     out,
-                    ">\n      <system-out>degraded: {msg}</system-out>\n    </testcase>"
+                    ">\n      <system-out>degraded: {}</system-out>\n    </testcase>",
+                    xml_escape(m)
                 );
             }
-            Status::Fail => {
+            CaseResult::Skipped(m) => {
                 let _ = writeln!(
                     out,
-                    ">\n      <failure type=\"{}\" message=\"{msg}\">{}</failure>\n    </testcase>",
-                    o.reason,
-                    xml_escape(&detail)
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    xml_escape(m)
                 );
             }
-            Status::Error => {
+            CaseResult::Failure {
+                kind,
+                message,
+                detail,
+            } => {
                 let _ = writeln!(
                     out,
-                    ">\n      <error type=\"{}\" message=\"{msg}\"/>\n    </testcase>",
-                    o.reason
+                    ">\n      <failure type=\"{kind}\" message=\"{}\">{}</failure>\n    </testcase>",
+                    xml_escape(message),
+                    xml_escape(detail)
+                );
+            }
+            CaseResult::Error { kind, message } => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <error type=\"{kind}\" message=\"{}\"/>\n    </testcase>",
+                    xml_escape(message)
                 );
             }
         }

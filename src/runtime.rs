@@ -33,21 +33,47 @@ impl Redactor {
                 *text = text.replace(s.as_str(), "<redacted>");
             }
         }
+        // Long values are shown cut ("…"): a secret crossing the cut leaves a prefix.
+        if text.contains('…') {
+            for s in &self.secrets {
+                for (k, _) in s.char_indices().rev().filter(|(k, _)| *k >= 4) {
+                    let prefix = &s[..k];
+                    for tail in ["…", "\"…"] {
+                        let cut = format!("{prefix}{tail}");
+                        if text.contains(&cut) {
+                            *text = text.replace(&cut, &format!("<redacted>{tail}"));
+                        }
+                    }
+                }
+            }
+        }
     }
 
+    /// Scrubs every text an outcome carries, journey step reports included.
     pub fn scrub_outcome(&self, o: &mut Outcome) {
         if self.secrets.is_empty() {
             return;
         }
+        let fix_failures = |fs: &mut Vec<crate::checks::AssertionFailure>| {
+            for f in fs {
+                self.scrub(&mut f.actual);
+                self.scrub(&mut f.expected);
+            }
+        };
         self.scrub(&mut o.message);
-        for f in &mut o.failed_assertions {
-            self.scrub(&mut f.actual);
-            self.scrub(&mut f.expected);
-        }
+        fix_failures(&mut o.failed_assertions);
         for (_, v) in &mut o.observations.0 {
             if let crate::checks::Observation::Text(t) = v {
                 self.scrub(t);
             }
+        }
+        for r in &mut o.steps {
+            self.scrub(&mut r.message);
+            self.scrub(&mut r.request);
+            for a in &mut r.attempts {
+                self.scrub(&mut a.result);
+            }
+            fix_failures(&mut r.failed_assertions);
         }
     }
 }
@@ -154,13 +180,19 @@ pub async fn execute(check: &Arc<CheckConfig>) -> Outcome {
         tokio::spawn(async move { tokio::time::timeout(timeout, c.spec.run(&c.expect)).await });
     let mut outcome = match task.await {
         Ok(Ok(o)) => o,
-        Ok(Err(_elapsed)) => Outcome::fail(
-            Reason::Timeout,
-            format!(
+        Ok(Err(_elapsed)) => {
+            let message = format!(
                 "no result within the {} timeout",
                 humantime::format_duration(timeout)
-            ),
-        ),
+            );
+            // A type that asks a source (Prometheus) rather than the target: a hung source
+            // means bakewatch could not judge, not evidence against the target.
+            if check.spec.timeout_is_error() {
+                Outcome::error(Reason::Timeout, message)
+            } else {
+                Outcome::fail(Reason::Timeout, message)
+            }
+        }
         Err(e) if e.is_panic() => Outcome::error(
             Reason::Internal,
             "the probe panicked (a bakewatch bug; see the log)",
@@ -182,5 +214,13 @@ mod tests {
         let mut t = "token s3cr3t-long and s3cr3t and abc".to_string();
         r.scrub(&mut t);
         assert_eq!(t, "token <redacted> and <redacted> and abc");
+    }
+
+    #[test]
+    fn redactor_catches_a_secret_cut_by_truncation() {
+        let r = Redactor::new(vec!["supersecretvalue".into()]);
+        let mut t = "got \"lots of text supersec\"… (200 more)".to_string();
+        r.scrub(&mut t);
+        assert_eq!(t, "got \"lots of text <redacted>\"… (200 more)");
     }
 }

@@ -47,10 +47,7 @@ fn the_shipped_example_config_validates() {
         &[],
     );
     assert_eq!(out.code, Some(OK), "{out}");
-    assert!(
-        out.stdout.contains("config/bakewatch.toml: OK (3 checks"),
-        "{out}"
-    );
+    assert!(out.stdout.contains("config/bakewatch.toml: OK ("), "{out}");
     assert!(out.stderr.is_empty(), "{out}");
 
     // Also by absolute path, from elsewhere (check globs are relative to the config file).

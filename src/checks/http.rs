@@ -18,7 +18,7 @@ use crate::config::reader::{At, ByteSize, Cx, TableReader, to_json};
 pub const SCOPE: QueryScope = QueryScope {
     response: true,
     durations: &["total", "ttfb"],
-    observations: &["status", "body_bytes"],
+    observations: &["status", "body_bytes", "cert_days"],
 };
 
 /// Default cap on how much of a response body is read.
@@ -143,6 +143,10 @@ impl HttpSpec {
         if let Some(v) = t.get("tls") {
             builder = apply_tls(builder, v, cx)?;
         }
+        // Over https, the leaf certificate's expiry is reported (`cert_days`).
+        if url.as_ref().is_some_and(|u| u.scheme() == "https") {
+            builder = builder.tls_info(true);
+        }
         let client = match builder.build() {
             Ok(c) => c,
             Err(e) => {
@@ -185,7 +189,7 @@ impl HttpSpec {
             Body::Json(v) => req.json(v),
             Body::Form(f) => req.form(f),
         };
-        let mut resp = match req.send().await {
+        let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 let (reason, message) = classify(&e);
@@ -194,47 +198,18 @@ impl HttpSpec {
         };
         let ttfb = start.elapsed();
         let status = resp.status().as_u16();
-        let headers = std::mem::take(resp.headers_mut());
-        let mut body = Vec::new();
-        let mut truncated = false;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = self.max_body - body.len();
-                    if chunk.len() > room {
-                        body.extend_from_slice(&chunk[..room]);
-                        truncated = true;
-                        break;
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let (reason, message) = classify(&e);
-                    let mut o = Outcome::fail(
-                        reason,
-                        format!("HTTP {status}, reading the body: {message}"),
-                    );
-                    o.observations
-                        .set("status", Observation::Number(f64::from(status)));
-                    return o;
-                }
+        let (response, truncated) = match ResponseView::read(resp, self.max_body, ttfb, start).await
+        {
+            Ok(r) => r,
+            Err((reason, message)) => {
+                let mut o = Outcome::fail(
+                    reason,
+                    format!("HTTP {status}, reading the body: {message}"),
+                );
+                o.observations
+                    .set("status", Observation::Number(f64::from(status)));
+                return o;
             }
-        }
-        let total = start.elapsed();
-        let response = Response {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            json: OnceLock::new(),
-            total,
-            ttfb,
-            observations: {
-                let mut o = Observations::default();
-                o.set("status", Observation::Number(f64::from(status)));
-                o.set("body_bytes", Observation::Number(body.len() as f64));
-                o
-            },
         };
         let j = judge(expect, &response, true);
         let mut outcome = Outcome::new(j.status, j.reason, j.message);
@@ -286,7 +261,7 @@ fn parse_auth(v: &crate::config::reader::Value<'_>, cx: &mut Cx) -> Option<Auth>
     }
 }
 
-fn apply_tls(
+pub(crate) fn apply_tls(
     mut builder: reqwest::ClientBuilder,
     v: &crate::config::reader::Value<'_>,
     cx: &mut Cx,
@@ -400,8 +375,8 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// A received response, as assertions see it.
-struct Response {
+/// A received response, as assertions see it (shared with journey steps).
+pub(crate) struct ResponseView {
     status: u16,
     headers: HeaderMap,
     body: String,
@@ -411,7 +386,59 @@ struct Response {
     observations: Observations,
 }
 
-impl Subject for Response {
+impl ResponseView {
+    /// Reads the body (up to `max_body`; the flag says whether it was cut) and the
+    /// certificate expiry of an https response. `start` is when the request began.
+    pub(crate) async fn read(
+        mut resp: reqwest::Response,
+        max_body: usize,
+        ttfb: Duration,
+        start: Instant,
+    ) -> Result<(ResponseView, bool), (Reason, String)> {
+        let cert_expiry = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .and_then(super::tls::leaf_expiry);
+        let status = resp.status().as_u16();
+        let headers = std::mem::take(resp.headers_mut());
+        let mut body = Vec::new();
+        let mut truncated = false;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = max_body - body.len();
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        truncated = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+        let mut observations = Observations::default();
+        observations.set("status", Observation::Number(f64::from(status)));
+        observations.set("body_bytes", Observation::Number(body.len() as f64));
+        if let Some(not_after) = cert_expiry {
+            super::tls::expiry_observations(&mut observations, not_after, super::tls::unix_now());
+        }
+        let view = ResponseView {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            json: OnceLock::new(),
+            total: start.elapsed(),
+            ttfb,
+            observations,
+        };
+        Ok((view, truncated))
+    }
+}
+
+impl Subject for ResponseView {
     fn status(&self) -> Option<u16> {
         Some(self.status)
     }

@@ -67,6 +67,7 @@ macro_rules! each_type {
             CheckSpec::Filesystem($spec) => $body,
             CheckSpec::Command($spec) => $body,
             CheckSpec::Prometheus($spec) => $body,
+            CheckSpec::Journey($spec) => $body,
         }
     };
 }
@@ -87,13 +88,15 @@ pub enum CheckSpec {
     Filesystem(filesystem::FilesystemSpec),
     Command(command::CommandSpec),
     Prometheus(prometheus::PrometheusSpec),
+    Journey(crate::journey::JourneySpec),
 }
 
 impl CheckSpec {
-    /// Reads the type's own keys from the check's table.
+    /// Reads the type's own keys from the check's table (`timeout` is the check's).
     pub fn parse(
         kind: &str,
         kind_span: Range<usize>,
+        timeout: std::time::Duration,
         t: &mut TableReader,
         cx: &mut Cx,
     ) -> Option<CheckSpec> {
@@ -102,13 +105,21 @@ impl CheckSpec {
             "tcp" => tcp::TcpSpec::parse(t, cx).map(CheckSpec::Tcp),
             "dns" => dns::DnsSpec::parse(t, cx).map(CheckSpec::Dns),
             "tls" => tls::TlsSpec::parse(t, cx).map(CheckSpec::Tls),
-            "postgres" => postgres::PostgresSpec::parse(t, cx).map(CheckSpec::Postgres),
-            "mysql" => mysql::MysqlSpec::parse(t, cx).map(CheckSpec::Mysql),
+            // SQL checks derive the server-side statement timeout from the check's own.
+            "postgres" => postgres::PostgresSpec::parse(t, cx).map(|mut s| {
+                s.set_timeout(timeout);
+                CheckSpec::Postgres(s)
+            }),
+            "mysql" => mysql::MysqlSpec::parse(t, cx).map(|mut s| {
+                s.set_timeout(timeout);
+                CheckSpec::Mysql(s)
+            }),
             "redis" => redis::RedisSpec::parse(t, cx).map(CheckSpec::Redis),
             "memcached" => memcached::MemcachedSpec::parse(t, cx).map(CheckSpec::Memcached),
             "filesystem" => filesystem::FilesystemSpec::parse(t, cx).map(CheckSpec::Filesystem),
             "command" => command::CommandSpec::parse(t, cx).map(CheckSpec::Command),
             "prometheus" => prometheus::PrometheusSpec::parse(t, cx).map(CheckSpec::Prometheus),
+            "journey" => crate::journey::JourneySpec::parse(t, cx, timeout).map(CheckSpec::Journey),
             other if KNOWN_TYPES.contains(&other) => not_available(other, t, cx),
             other => {
                 t.accept_unread();
@@ -137,6 +148,7 @@ impl CheckSpec {
             CheckSpec::Filesystem(_) => "filesystem",
             CheckSpec::Command(_) => "command",
             CheckSpec::Prometheus(_) => "prometheus",
+            CheckSpec::Journey(_) => "journey",
         }
     }
 
@@ -154,7 +166,14 @@ impl CheckSpec {
             CheckSpec::Filesystem(_) => &filesystem::SCOPE,
             CheckSpec::Command(_) => &command::SCOPE,
             CheckSpec::Prometheus(_) => &prometheus::SCOPE,
+            CheckSpec::Journey(_) => &crate::journey::SCOPE,
         }
+    }
+
+    /// Whether running out of time means "could not judge" (`error`) rather than "the target
+    /// is too slow" (`fail`): true for types that query a source about the target.
+    pub fn timeout_is_error(&self) -> bool {
+        matches!(self, CheckSpec::Prometheus(_))
     }
 
     /// One run, without timeout (the runner adds it).

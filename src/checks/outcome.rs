@@ -205,6 +205,64 @@ pub struct Outcome {
     /// One line, for people: "HTTP 500, expected 200". Secrets are scrubbed before it is stored.
     pub message: String,
     pub failed_assertions: Vec<AssertionFailure>,
+    /// Journeys: one report per step and cleanup step, in order. Empty for other types.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepReport>,
+}
+
+/// How one journey step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pass,
+    Degraded,
+    Fail,
+    /// Not run: an earlier step failed.
+    Skipped,
+}
+
+/// One attempt of a step: retries are never hidden.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptReport {
+    pub attempt: u32,
+    pub http_status: Option<u16>,
+    pub duration_ms: f64,
+    /// "ok", or what went wrong ("HTTP 503, expected 2xx", "connect: connection refused").
+    pub result: String,
+}
+
+/// One journey step of one run, as the API, JUnit and metrics show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    /// A `[[check.cleanup]]` step (its failures only degrade).
+    pub cleanup: bool,
+    pub status: StepStatus,
+    pub reason: Reason,
+    /// "POST /login": method and path as written (query strings hidden).
+    pub request: String,
+    pub http_status: Option<u16>,
+    pub duration_ms: f64,
+    pub message: String,
+    pub attempts: Vec<AttemptReport>,
+    pub failed_assertions: Vec<AssertionFailure>,
+}
+
+impl StepReport {
+    pub fn skipped(name: &str, request: String, cleanup: bool) -> StepReport {
+        StepReport {
+            name: name.to_string(),
+            cleanup,
+            status: StepStatus::Skipped,
+            reason: Reason::Ok,
+            request,
+            http_status: None,
+            duration_ms: 0.0,
+            message: "skipped: an earlier step failed".to_string(),
+            attempts: Vec::new(),
+            failed_assertions: Vec::new(),
+        }
+    }
 }
 
 fn ser_system_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -221,6 +279,7 @@ impl Outcome {
             observations: Observations::default(),
             message: message.into(),
             failed_assertions: Vec::new(),
+            steps: Vec::new(),
         }
     }
 

@@ -849,7 +849,7 @@ fn read_check_file_body(
 }
 
 /// Check names become metric labels and URL path segments: keep them plain.
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
@@ -913,7 +913,7 @@ fn read_check(
     let kind: Option<At<String>> = t.req("type", cx);
     let spec = kind.as_ref().and_then(|k| {
         let before = cx.diags.len();
-        let spec = CheckSpec::parse(&k.value, k.span.clone(), &mut t, cx);
+        let spec = CheckSpec::parse(&k.value, k.span.clone(), timeout, &mut t, cx);
         if spec.is_none() && cx.diags.len() == before {
             cx.error(k.span.clone(), "type: could not be read");
         }

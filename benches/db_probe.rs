@@ -10,6 +10,8 @@
 //! threads, default 2), `CHECKS` (comma-separated subset of `postgres`, `postgres-tls`,
 //! `mysql`, `bare-postgres`, `bare-mysql`). Concurrency 1 and 8 are both measured.
 
+mod common;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,16 +19,6 @@ use std::time::Instant;
 use bakewatch::checks::Status;
 use bakewatch::metrics::Metrics;
 use bakewatch::runtime::Runtime;
-
-/// user + system CPU seconds of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
 
 fn require(port: u16, what: &str) {
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -114,11 +106,11 @@ expect = [ {{ observe = "value", eq = 1 }} ]
             // Warm up: first-time allocations, lazy statics, TLS configs, page faults.
             tokio.block_on(run(rt.clone(), probe, 100, concurrency));
             let me = std::process::id().to_string();
-            let cpu0 = cpu_seconds(&me);
+            let cpu0 = common::cpu_seconds(&me);
             let t0 = Instant::now();
             tokio.block_on(run(rt.clone(), probe, probes, concurrency));
             let wall = t0.elapsed().as_secs_f64();
-            let cpu1 = cpu_seconds(&me);
+            let cpu1 = common::cpu_seconds(&me);
             println!(
                 "{:>14}  {:>11}  {:>8.2}  {:>10.0}  {:>14.1}",
                 name,

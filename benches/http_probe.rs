@@ -5,24 +5,15 @@
 //! Environment: `PROBES` (default 20000), `WORKERS` (tokio worker threads, default 2).
 //! Concurrency 1 and 8 are both measured.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bakewatch::checks::Status;
 use bakewatch::metrics::Metrics;
 use bakewatch::runtime::Runtime;
-
-/// user + system CPU seconds of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -141,13 +132,13 @@ expect = [
     );
     for concurrency in [1usize, 8] {
         // Warm up: first-time allocations, lazy statics, page faults.
-        tokio.block_on(run(rt.clone(), 500, concurrency));
+        tokio.block_on(common::run_check_loop(rt.clone(), 0, 500, concurrency));
         let me = std::process::id().to_string();
-        let (cpu0, ng0) = (cpu_seconds(&me), cpu_seconds(&nginx_pid));
+        let (cpu0, ng0) = (common::cpu_seconds(&me), common::cpu_seconds(&nginx_pid));
         let t0 = Instant::now();
-        tokio.block_on(run(rt.clone(), probes, concurrency));
+        tokio.block_on(common::run_check_loop(rt.clone(), 0, probes, concurrency));
         let wall = t0.elapsed().as_secs_f64();
-        let (cpu1, ng1) = (cpu_seconds(&me), cpu_seconds(&nginx_pid));
+        let (cpu1, ng1) = (common::cpu_seconds(&me), common::cpu_seconds(&nginx_pid));
         println!(
             "{:>11}  {:>12.2}  {:>14.0}  {:>16.1}  {:>12.1}",
             concurrency,
@@ -156,26 +147,5 @@ expect = [
             (cpu1 - cpu0) / probes as f64 * 1e6,
             (ng1 - ng0) / probes as f64 * 1e6
         );
-    }
-}
-
-async fn run(rt: Arc<Runtime>, probes: usize, concurrency: usize) {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (rt, next) = (rt.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < probes {
-                let o = rt.run_check(&rt.checks[0]).await;
-                assert!(
-                    o.status == Status::Pass || o.status == Status::Degraded,
-                    "probe failed: {}",
-                    o.message
-                );
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
     }
 }

@@ -8,25 +8,16 @@
 //! Environment: `PROBES` (default 20000), `WORKERS` (tokio worker threads, default 2).
 //! Concurrency 1 and 8 are both measured.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bakewatch::checks::Status;
 use bakewatch::metrics::Metrics;
 use bakewatch::runtime::Runtime;
 
 const REDIS_PORT: u16 = 6379;
-
-/// user + system CPU seconds of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
 
 /// The pid of the Redis serving the port, from `INFO server` (to measure its CPU too).
 fn redis_pid() -> String {
@@ -121,13 +112,18 @@ key_prefix = "bakewatch-bench:{}:"
     for (index, name) in ["ping", "ping-info", "roundtrip"].into_iter().enumerate() {
         for concurrency in [1usize, 8] {
             // Warm up: first-time allocations, lazy statics, page faults.
-            tokio.block_on(run(rt.clone(), index, 500, concurrency));
+            tokio.block_on(common::run_check_loop(rt.clone(), index, 500, concurrency));
             let me = std::process::id().to_string();
-            let (cpu0, r0) = (cpu_seconds(&me), cpu_seconds(&redis));
+            let (cpu0, r0) = (common::cpu_seconds(&me), common::cpu_seconds(&redis));
             let t0 = Instant::now();
-            tokio.block_on(run(rt.clone(), index, probes, concurrency));
+            tokio.block_on(common::run_check_loop(
+                rt.clone(),
+                index,
+                probes,
+                concurrency,
+            ));
             let wall = t0.elapsed().as_secs_f64();
-            let (cpu1, r1) = (cpu_seconds(&me), cpu_seconds(&redis));
+            let (cpu1, r1) = (common::cpu_seconds(&me), common::cpu_seconds(&redis));
             println!(
                 "{:>10}  {:>11}  {:>8.2}  {:>10.0}  {:>14.1}  {:>15.1}",
                 name,
@@ -138,26 +134,5 @@ key_prefix = "bakewatch-bench:{}:"
                 (r1 - r0) / probes as f64 * 1e6
             );
         }
-    }
-}
-
-async fn run(rt: Arc<Runtime>, check: usize, probes: usize, concurrency: usize) {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (rt, next) = (rt.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < probes {
-                let o = rt.run_check(&rt.checks[check]).await;
-                assert!(
-                    o.status == Status::Pass || o.status == Status::Degraded,
-                    "run failed: {}",
-                    o.message
-                );
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
     }
 }

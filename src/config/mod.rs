@@ -195,6 +195,7 @@ pub struct RuleConfig {
     pub for_: Duration,
     pub post_deploy: Option<PostDeploy>,
     pub min_samples: u32,
+    /// Seconds for latency_p95_ratio, ratio points for failure_ratio_delta.
     pub min_delta: Option<f64>,
     pub severity: String,
     pub notify: Vec<String>,
@@ -1057,7 +1058,28 @@ fn read_rule(item: &Value<'_>, cx: &mut Cx, src: &Arc<SourceFile>) -> Option<Raw
         Some(PostDeploy { threshold, for_ })
     });
     let min_samples = t.or("min_samples", 1u32, cx);
-    let min_delta = t.opt("min_delta", cx);
+    // An absolute floor for baseline-relative signals: seconds (or a duration string such as
+    // "50ms") for latency_p95_ratio, ratio points for failure_ratio_delta.
+    let min_delta = t.get("min_delta").and_then(|v| match v.get_ref() {
+        DeValue::String(s) => match reader::parse_duration(s) {
+            Ok(d) => Some(d.as_secs_f64()),
+            Err(m) => {
+                cx.error(v.span(), format!("min_delta: {m}"));
+                None
+            }
+        },
+        _ => match f64::from_toml(v, cx) {
+            Ok(n) if n >= 0.0 => Some(n),
+            Ok(_) => {
+                cx.error(v.span(), "min_delta: must not be negative");
+                None
+            }
+            Err(m) => {
+                cx.error(v.span(), format!("min_delta: {m}"));
+                None
+            }
+        },
+    });
     let severity: At<String> = t.opt("severity", cx).unwrap_or(At {
         value: "warning".into(),
         span: t.span.clone(),
@@ -1102,4 +1124,38 @@ fn read_rule(item: &Value<'_>, cx: &mut Cx, src: &Arc<SourceFile>) -> Option<Raw
         refs,
         src: src.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("bakewatch.toml");
+        std::fs::write(&path, text).expect("write config");
+        load(&path)
+    }
+
+    const CHECK: &str = "[[check]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\n";
+
+    #[test]
+    fn min_delta_takes_a_duration_or_a_number() {
+        let rule = |delta: &str| {
+            format!(
+                "{CHECK}[[rule]]\nname = \"r\"\ncheck = \"a\"\nsignal = \"latency_p95_ratio\"\nabove = 2\nmin_delta = {delta}\n"
+            )
+        };
+        let c = load_str(&rule("\"50ms\"")).expect("valid");
+        assert_eq!(c.rules[0].min_delta, Some(0.05));
+        let c = load_str(&rule("0.25")).expect("valid");
+        assert_eq!(c.rules[0].min_delta, Some(0.25));
+        let e = load_str(&rule("-1")).expect_err("negative");
+        assert_eq!(e.diagnostics.len(), 1, "{e}");
+        assert!(
+            e.diagnostics[0].message.contains("must not be negative"),
+            "{e}"
+        );
+        assert_eq!((e.diagnostics[0].line, e.diagnostics[0].col), (10, 13));
+    }
 }

@@ -1,12 +1,16 @@
 //! Per-check recent outcomes, kept compact: a ring of 16-byte [`Sample`]s bounded by age and
 //! count, plus the last full [`Outcome`] (and the last non-passing one) for the API. Window
 //! statistics (failure ratio, latency percentiles) are computed from the ring on demand.
+//!
+//! Numeric observations are kept only for the names a rule needs (`value:<observation>`
+//! signals, see [`History::track_value`]): one 16-byte [`ValueSample`] ring per tracked name,
+//! bounded like the sample ring, so a check no rule reads a value of pays nothing for it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checks::{Outcome, Reason, Status};
 use crate::util::unix_millis;
@@ -35,6 +39,21 @@ impl Sample {
     pub fn duration(&self) -> Duration {
         Duration::from_micros(u64::from(self.duration_us))
     }
+}
+
+/// One numeric observation of one run, for `value:<observation>` rule signals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValueSample {
+    /// Start of the run, milliseconds since the epoch.
+    pub at_ms: u64,
+    pub value: f64,
+}
+
+/// The recent values of one tracked observation.
+#[derive(Debug)]
+struct ValueRing {
+    name: Box<str>,
+    ring: VecDeque<ValueSample>,
 }
 
 /// Statistics over a trailing window of samples.
@@ -89,6 +108,80 @@ impl WindowStats {
         s.latency_p99_ms = q(0.99);
         s
     }
+
+    /// Runs that judged the target (pass, degraded, fail): every run but the errors.
+    pub fn judged(&self) -> u32 {
+        self.pass + self.degraded + self.fail
+    }
+}
+
+/// A check's statistics over the pre-deploy period, frozen into a deployment record at
+/// registration (DESIGN §5) and stored with it: the reference of the rule engine's
+/// `latency_p95_ratio` / `failure_ratio_delta` signals and of the verdict's baseline
+/// regression. Latencies are in milliseconds, like [`WindowStats`] and the API's
+/// `baseline_p95_ms`; the `*_s()` helpers give seconds for the rule engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Baseline {
+    /// Judged runs (pass, degraded, fail) the statistics stand on; errors are not counted.
+    pub judged: u32,
+    /// Error runs in the period: counted in none of the statistics.
+    pub errors: u32,
+    /// fail / judged; None without judged runs.
+    pub failure_ratio: Option<f64>,
+    /// Nearest-rank latency percentiles of the judged runs, in milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+impl Baseline {
+    /// From the statistics of the baseline period.
+    pub fn of_stats(stats: &WindowStats) -> Baseline {
+        Baseline {
+            judged: stats.judged(),
+            errors: stats.error,
+            failure_ratio: stats.failure_ratio,
+            latency_p50_ms: stats.latency_p50_ms,
+            latency_p95_ms: stats.latency_p95_ms,
+            latency_p99_ms: stats.latency_p99_ms,
+        }
+    }
+
+    /// The statistics of `samples`.
+    pub fn of_samples<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Baseline {
+        Baseline::of_stats(&WindowStats::of(samples.into_iter()))
+    }
+
+    /// The baseline of the `period` before `at` (a deployment's registration): the runs that
+    /// started in `[at - period, at]`, so runs after registration never leak into it.
+    pub fn of(history: &History, at: SystemTime, period: Duration) -> Baseline {
+        Baseline::of_samples(history.samples_in(at, period))
+    }
+
+    /// All runs of the period, errors included.
+    pub fn runs(&self) -> u32 {
+        self.judged.saturating_add(self.errors)
+    }
+
+    /// Latency p50 in seconds.
+    pub fn latency_p50_s(&self) -> Option<f64> {
+        self.latency_p50_ms.map(ms_to_s)
+    }
+
+    /// Latency p95 in seconds.
+    pub fn latency_p95_s(&self) -> Option<f64> {
+        self.latency_p95_ms.map(ms_to_s)
+    }
+
+    /// Latency p99 in seconds.
+    pub fn latency_p99_s(&self) -> Option<f64> {
+        self.latency_p99_ms.map(ms_to_s)
+    }
+}
+
+fn ms_to_s(ms: f64) -> f64 {
+    ms / 1000.0
 }
 
 /// Nearest-rank percentile of sorted values: the smallest value with at least `p` of the
@@ -111,6 +204,8 @@ pub struct History {
     last: Option<Arc<Outcome>>,
     /// The most recent outcome that was not a pass, so its message stays visible after recovery.
     last_problem: Option<Arc<Outcome>>,
+    /// Numeric observations that rules read, one ring per name (usually none or one).
+    values: Vec<ValueRing>,
 }
 
 impl History {
@@ -122,7 +217,35 @@ impl History {
             consecutive_failures: 0,
             last: None,
             last_problem: None,
+            values: Vec::new(),
         }
+    }
+
+    /// Starts keeping the numeric observation `name` of every judged run (not `error`
+    /// runs: their readings are bakewatch's own trouble). Idempotent; earlier runs are not
+    /// recovered, so call it when the check's history is created or its rules change.
+    pub fn track_value(&mut self, name: &str) {
+        if !self.tracks_value(name) {
+            self.values.push(ValueRing {
+                name: name.into(),
+                ring: VecDeque::new(),
+            });
+        }
+    }
+
+    /// Keeps exactly `names` tracked (after a reload): rings of names still wanted keep
+    /// their values, the others are dropped.
+    pub fn set_tracked_values<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        let names: Vec<&str> = names.into_iter().collect();
+        self.values.retain(|v| names.contains(&v.name.as_ref()));
+        for n in names {
+            self.track_value(n);
+        }
+    }
+
+    /// Whether the observation `name` is being kept.
+    pub fn tracks_value(&self, name: &str) -> bool {
+        self.values.iter().any(|v| v.name.as_ref() == name)
     }
 
     /// Adds an outcome and drops what is too old or too many.
@@ -138,9 +261,28 @@ impl History {
         while self.samples.front().is_some_and(|s| s.at_ms < horizon) {
             self.samples.pop_front();
         }
-        // Keep the ring's memory proportional to what it holds after a burst.
-        if self.samples.capacity() > 64 && self.samples.capacity() > 4 * self.samples.len() {
-            self.samples.shrink_to(self.samples.len() * 2);
+        shrink_if_sparse(&mut self.samples);
+        for v in &mut self.values {
+            let reading = outcome
+                .observations
+                .get(&v.name)
+                .and_then(|o| o.as_f64())
+                .filter(|x| x.is_finite());
+            if let Some(value) = reading
+                && outcome.status != Status::Error
+            {
+                if v.ring.len() >= self.max_samples {
+                    v.ring.pop_front();
+                }
+                v.ring.push_back(ValueSample {
+                    at_ms: sample.at_ms,
+                    value,
+                });
+            }
+            while v.ring.front().is_some_and(|s| s.at_ms < horizon) {
+                v.ring.pop_front();
+            }
+            shrink_if_sparse(&mut v.ring);
         }
         match outcome.status {
             Status::Fail => self.consecutive_failures += 1,
@@ -184,11 +326,48 @@ impl History {
         let from = unix_millis(now).saturating_sub(over.as_millis() as u64);
         WindowStats::of(self.samples.iter().filter(|s| s.at_ms >= from))
     }
+
+    /// The samples that started in `[now - over, now]`, oldest first.
+    pub fn samples_in(&self, now: SystemTime, over: Duration) -> impl Iterator<Item = &Sample> {
+        let (from, to) = span_ms(now, over);
+        self.samples
+            .iter()
+            .filter(move |s| (from..=to).contains(&s.at_ms))
+    }
+
+    /// The values of the tracked observation `name` from runs started in `[now - over, now]`,
+    /// oldest first; empty when `name` is not tracked.
+    pub fn values_in(
+        &self,
+        name: &str,
+        now: SystemTime,
+        over: Duration,
+    ) -> impl Iterator<Item = &ValueSample> {
+        let (from, to) = span_ms(now, over);
+        self.values
+            .iter()
+            .filter(move |v| v.name.as_ref() == name)
+            .flat_map(|v| v.ring.iter())
+            .filter(move |s| (from..=to).contains(&s.at_ms))
+    }
+}
+
+fn span_ms(now: SystemTime, over: Duration) -> (u64, u64) {
+    let to = unix_millis(now);
+    (to.saturating_sub(over.as_millis() as u64), to)
+}
+
+/// Keeps a ring's memory proportional to what it holds after a burst.
+fn shrink_if_sparse<T>(ring: &mut VecDeque<T>) {
+    if ring.capacity() > 64 && ring.capacity() > 4 * ring.len() {
+        ring.shrink_to(ring.len() * 2);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Observation;
 
     fn outcome(at_s: u64, status: Status, ms: u64) -> Arc<Outcome> {
         let mut o = Outcome::new(status, Reason::Ok, "");
@@ -242,6 +421,117 @@ mod tests {
         h.record(outcome(4, Status::Degraded, 1));
         assert_eq!(h.consecutive_failures(), 0);
         assert_eq!(h.last_problem().unwrap().status, Status::Degraded);
+    }
+
+    fn with_value(at_s: u64, status: Status, name: &'static str, v: Observation) -> Arc<Outcome> {
+        let mut o = Outcome::new(status, Reason::Ok, "");
+        o.started_at = SystemTime::UNIX_EPOCH + Duration::from_secs(at_s);
+        o.observations.set(name, v);
+        Arc::new(o)
+    }
+
+    #[test]
+    fn value_sample_is_compact() {
+        assert!(std::mem::size_of::<ValueSample>() <= 16);
+    }
+
+    #[test]
+    fn only_tracked_numeric_values_of_judged_runs_are_kept() {
+        let mut h = History::new(Duration::from_secs(3600), 100);
+        h.record(with_value(
+            1,
+            Status::Pass,
+            "value",
+            Observation::Number(1.0),
+        ));
+        assert!(!h.tracks_value("value"));
+        h.track_value("value");
+        h.track_value("value");
+        h.record(with_value(
+            2,
+            Status::Pass,
+            "value",
+            Observation::Number(2.0),
+        ));
+        h.record(with_value(
+            3,
+            Status::Fail,
+            "value",
+            Observation::Text(" 3.5 ".into()),
+        ));
+        h.record(with_value(
+            4,
+            Status::Error,
+            "value",
+            Observation::Number(99.0),
+        ));
+        h.record(with_value(
+            5,
+            Status::Pass,
+            "value",
+            Observation::Text("n/a".into()),
+        ));
+        h.record(with_value(
+            6,
+            Status::Pass,
+            "rows",
+            Observation::Number(7.0),
+        ));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+        let got: Vec<f64> = h
+            .values_in("value", now, Duration::from_secs(60))
+            .map(|v| v.value)
+            .collect();
+        assert_eq!(got, vec![2.0, 3.5]);
+        assert_eq!(h.values_in("rows", now, Duration::from_secs(60)).count(), 0);
+        // Only runs inside the window count.
+        let recent = h.values_in("value", now, Duration::from_secs(7)).count();
+        assert_eq!(recent, 1);
+    }
+
+    #[test]
+    fn value_rings_are_bounded_and_follow_the_tracked_set() {
+        let mut h = History::new(Duration::from_secs(100), 10);
+        h.set_tracked_values(["a", "b"]);
+        for i in 0..30 {
+            let mut o = Outcome::pass("");
+            o.started_at = SystemTime::UNIX_EPOCH + Duration::from_secs(i);
+            o.observations.set("a", Observation::Number(i as f64));
+            o.observations.set("b", Observation::Bool(true));
+            h.record(Arc::new(o));
+        }
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(30);
+        let all = Duration::from_secs(1000);
+        assert_eq!(h.values_in("a", now, all).count(), 10);
+        assert_eq!(h.values_in("a", now, all).next().unwrap().value, 20.0);
+        h.set_tracked_values(["a"]);
+        assert!(h.tracks_value("a") && !h.tracks_value("b"));
+        assert_eq!(
+            h.values_in("a", now, all).count(),
+            10,
+            "kept across a reload"
+        );
+        h.record(with_value(
+            1000,
+            Status::Pass,
+            "x",
+            Observation::Number(0.0),
+        ));
+        assert_eq!(h.values_in("a", now, all).count(), 0, "aged out");
+    }
+
+    #[test]
+    fn samples_in_is_bounded_on_both_sides() {
+        let mut h = History::new(Duration::from_secs(3600), 100);
+        for i in 0..10 {
+            h.record(outcome(100 + i, Status::Pass, 1));
+        }
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(105);
+        let ats: Vec<u64> = h
+            .samples_in(now, Duration::from_secs(2))
+            .map(|s| s.at_ms / 1000)
+            .collect();
+        assert_eq!(ats, vec![103, 104, 105]);
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! - [`runtime`]: the one path an outcome flows through (timeout, redaction, history,
 //!   metrics, logs).
 //! - [`history`]: compact per-check recent outcomes and window statistics.
+//! - [`rules`]: the rule engine: signals, steady vs post-deploy thresholds, alert states.
 //! - [`metrics`]: every metric family, defined in one place.
+//! - [`verdict`]: a deployment's verdict as a pure state machine over outcomes and baseline.
+//! - [`store`]: durable state in one SQLite file (deployments, outcomes, rule states, outbox).
 //! - [`http`]: the axum server: `/metrics`, health endpoints, the JSON API.
 //! - [`report`]: `bakewatch once` output (table, JSON, JUnit).
 //! - [`app`]: the daemon lifecycle and the one-shot commands.
@@ -30,6 +33,9 @@ pub mod http;
 pub mod journey;
 pub mod metrics;
 pub mod report;
+pub mod rules;
 pub mod runtime;
 pub mod scheduler;
+pub mod store;
 pub mod util;
+pub mod verdict;

@@ -697,19 +697,20 @@ pub struct Judgement {
 pub fn judge(assertions: &[Assertion], subject: &dyn Subject, implicit_2xx: bool) -> Judgement {
     // (is a status failure, one-line message, failure)
     let mut failed: Vec<(bool, String, AssertionFailure)> = Vec::new();
-    if implicit_2xx && !assertions.iter().any(Assertion::is_status) {
-        if let Some(code) = subject.status().filter(|c| !(200..=299).contains(c)) {
-            failed.push((
-                true,
-                format!("HTTP {code}, expected 2xx"),
-                AssertionFailure {
-                    assertion: "status 2xx".to_string(),
-                    expected: "2xx".to_string(),
-                    actual: code.to_string(),
-                    warn: false,
-                },
-            ));
-        }
+    if implicit_2xx
+        && !assertions.iter().any(Assertion::is_status)
+        && let Some(code) = subject.status().filter(|c| !(200..=299).contains(c))
+    {
+        failed.push((
+            true,
+            format!("HTTP {code}, expected 2xx"),
+            AssertionFailure {
+                assertion: "status 2xx".to_string(),
+                expected: "2xx".to_string(),
+                actual: code.to_string(),
+                warn: false,
+            },
+        ));
     }
     for a in assertions {
         if let Err(f) = a.evaluate(subject) {

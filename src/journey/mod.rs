@@ -871,29 +871,28 @@ fn parse_step(
         }
     };
     let mut headers = Vec::new();
-    if let Some(v) = t.get("headers") {
-        if let Some(mut h) = TableReader::new(v, "headers", cx) {
-            let entries: Vec<_> = h
-                .entries()
-                .map(|(k, v)| (k.get_ref().to_string(), k.span(), v))
-                .collect();
-            for (k, kspan, v) in entries {
-                let Ok(hn) = HeaderName::from_bytes(k.as_bytes()) else {
-                    cx.error(kspan, format!("headers: {k:?} is not a valid header name"));
-                    continue;
-                };
-                match v.get_ref().as_str() {
-                    Some(s) => {
-                        if let Some(tpl) = check_template(s, v.span(), &format!("headers.{k}"), cx)
-                        {
-                            headers.push((hn, tpl));
-                        }
+    if let Some(v) = t.get("headers")
+        && let Some(mut h) = TableReader::new(v, "headers", cx)
+    {
+        let entries: Vec<_> = h
+            .entries()
+            .map(|(k, v)| (k.get_ref().to_string(), k.span(), v))
+            .collect();
+        for (k, kspan, v) in entries {
+            let Ok(hn) = HeaderName::from_bytes(k.as_bytes()) else {
+                cx.error(kspan, format!("headers: {k:?} is not a valid header name"));
+                continue;
+            };
+            match v.get_ref().as_str() {
+                Some(s) => {
+                    if let Some(tpl) = check_template(s, v.span(), &format!("headers.{k}"), cx) {
+                        headers.push((hn, tpl));
                     }
-                    None => cx.error(v.span(), format!("headers.{k}: expected a string")),
                 }
+                None => cx.error(v.span(), format!("headers.{k}: expected a string")),
             }
-            h.accept_unread();
         }
+        h.accept_unread();
     }
     let mut query = Vec::new();
     if let Some(v) = t.get("query")

@@ -46,16 +46,38 @@ pub async fn run_daemon(path: &Path) -> Result<(), AppError> {
         .config_last_reload_success_timestamp_seconds
         .set(crate::util::unix_seconds(SystemTime::now()));
     let listen = config.server.listen;
-    let rt = Arc::new(Runtime::new(config, metrics));
+    let store_path = config.storage.path.clone();
+    if config.server.token.is_none() {
+        tracing::warn!(listen = %listen, "no [server] token: registering and cancelling deployments is open to anyone who can reach the listener");
+    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let rt = Arc::new(Runtime::new(config, metrics).with_events(events_tx));
+
+    // Storage before the listener: nothing is accepted that could not be kept.
+    let store = crate::store::Store::open(&store_path)
+        .await
+        .with_context(|| format!("opening storage {}", store_path.display()))?;
+    let shutdown = CancellationToken::new();
+    let deployments = crate::deployments::Deployments::open(rt.clone(), store, shutdown.clone())
+        .await
+        .context("loading deployments from storage")?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
 
-    let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let server = tokio::spawn(crate::http::serve(listener, rt.clone(), shutdown.clone()));
+    let state = crate::http::AppState {
+        rt: rt.clone(),
+        deployments: Some(deployments.clone()),
+    };
+    let server = tokio::spawn(crate::http::serve(listener, state, shutdown.clone()));
+    let deploy_task = tokio::spawn(crate::deployments::run(
+        deployments.clone(),
+        events_rx,
+        shutdown.clone(),
+    ));
     let heartbeat = Arc::new(Heartbeat::default());
     scheduler::start(rt.clone(), &tracker, shutdown.clone(), heartbeat);
     rt.ready.store(true, Ordering::Release);
@@ -84,7 +106,15 @@ pub async fn run_daemon(path: &Path) -> Result<(), AppError> {
     {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "checks still running at the end of the grace period were abandoned");
     }
-    match server.await {
+    if let Err(e) = deploy_task.await {
+        tracing::warn!(error = %e, "deployments task ended abnormally");
+    }
+    let served = server.await;
+    // Last: everything that could still write has stopped; queued writes are flushed.
+    let store = deployments.store().clone();
+    drop(deployments);
+    store.close().await;
+    match served {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(anyhow::Error::new(e).context("HTTP server").into()),
         Err(e) => return Err(anyhow::anyhow!("HTTP server task: {e}").into()),

@@ -296,6 +296,22 @@ impl History {
         self.last = Some(outcome);
     }
 
+    /// Puts back samples kept in the store (oldest first), so window statistics and frozen
+    /// baselines survive a restart. Full outcomes are not kept across restarts.
+    pub fn restore(&mut self, samples: impl IntoIterator<Item = Sample>) {
+        for sample in samples {
+            if self.samples.len() == self.max_samples {
+                self.samples.pop_front();
+            }
+            self.samples.push_back(sample);
+            match sample.status {
+                Status::Fail => self.consecutive_failures += 1,
+                Status::Pass | Status::Degraded => self.consecutive_failures = 0,
+                Status::Error => {}
+            }
+        }
+    }
+
     pub fn last(&self) -> Option<&Arc<Outcome>> {
         self.last.as_ref()
     }

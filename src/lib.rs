@@ -14,6 +14,8 @@
 //! - [`runtime`]: the one path an outcome flows through (timeout, redaction, history,
 //!   metrics, logs).
 //! - [`history`]: compact per-check recent outcomes and window statistics.
+//! - [`deployments`]: registration, supersede, cancel, baseline freeze, the post-deploy
+//!   window, and the task that evaluates rules and verdicts as outcomes arrive.
 //! - [`rules`]: the rule engine: signals, steady vs post-deploy thresholds, alert states.
 //! - [`metrics`]: every metric family, defined in one place.
 //! - [`verdict`]: a deployment's verdict as a pure state machine over outcomes and baseline.
@@ -21,13 +23,16 @@
 //! - [`http`]: the axum server: `/metrics`, health endpoints, the JSON API.
 //! - [`report`]: `bakewatch once` output (table, JSON, JUnit).
 //! - [`app`]: the daemon lifecycle and the one-shot commands.
+//! - [`client`]: `deploy` / `verdict`: register with and wait on one or more daemons over HTTP.
 //! - [`cli`]: command-line definitions.
 
 pub mod app;
 pub mod checks;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod cronexpr;
+pub mod deployments;
 pub mod history;
 pub mod http;
 pub mod journey;

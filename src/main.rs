@@ -7,14 +7,56 @@ use clap::Parser;
 
 use bakewatch::app::{self, AppError};
 use bakewatch::cli::{Cli, Command, LogFormat};
+use bakewatch::client::{self, ClientError, Conclusion};
 
 /// Exit codes (DESIGN §2).
 mod exit {
     pub const OK: u8 = 0;
-    /// validate: invalid config; once: a check did not pass; run: config did not load.
+    /// validate: invalid config; once: a check did not pass; run: config did not load;
+    /// deploy / verdict: the verdict is fail.
     pub const FAILED: u8 = 1;
+    /// deploy / verdict: the verdict is inconclusive.
+    pub const INCONCLUSIVE: u8 = 2;
+    /// deploy / verdict: still pending at --timeout (or when read without --wait).
+    pub const PENDING: u8 = 3;
+    /// deploy / verdict: the deployment was cancelled or superseded.
+    pub const STOPPED: u8 = 4;
+    /// Bad command line, or (deploy / verdict) a daemon refused the request as wrong: a bad
+    /// token (401 / 403: the caller's configuration is wrong, not the daemon's health), an id
+    /// reused with a different body (409), an unknown id (404).
     pub const USAGE: u8 = 64;
+    /// deploy / verdict: a daemon could not be reached (fail closed).
+    pub const UNAVAILABLE: u8 = 69;
     pub const INTERNAL: u8 = 70;
+}
+
+/// Why a command did not succeed: the daemon side's errors or the client side's.
+enum Failure {
+    App(AppError),
+    Client(ClientError),
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Failure {
+        Failure::App(e)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::Client(e)
+    }
+}
+
+/// The exit code of what `deploy` / `verdict` concluded.
+fn conclusion_code(c: Conclusion) -> u8 {
+    match c {
+        Conclusion::Registered | Conclusion::Pass => exit::OK,
+        Conclusion::Fail => exit::FAILED,
+        Conclusion::Inconclusive => exit::INCONCLUSIVE,
+        Conclusion::StillPending => exit::PENDING,
+        Conclusion::Stopped => exit::STOPPED,
+    }
 }
 
 /// `default_level`: the daemon logs state changes at info; one-shot commands only errors,
@@ -73,13 +115,18 @@ fn main() -> ExitCode {
         }
     };
 
-    let result: Result<u8, AppError> = runtime.block_on(async {
+    let result: Result<u8, Failure> = runtime.block_on(async {
         match cli.command {
-            Command::Run { config } => app::run_daemon(&config.config).await.map(|()| exit::OK),
-            Command::Validate { config } => app::validate(&config.config).map(|summary| {
-                println!("{summary}");
-                exit::OK
-            }),
+            Command::Run { config } => app::run_daemon(&config.config)
+                .await
+                .map(|()| exit::OK)
+                .map_err(Failure::from),
+            Command::Validate { config } => app::validate(&config.config)
+                .map(|summary| {
+                    println!("{summary}");
+                    exit::OK
+                })
+                .map_err(Failure::from),
             Command::Once {
                 config,
                 checks,
@@ -89,12 +136,21 @@ fn main() -> ExitCode {
                 .map(|(text, all_pass)| {
                     print!("{text}");
                     if all_pass { exit::OK } else { exit::FAILED }
-                }),
+                })
+                .map_err(Failure::from),
+            Command::Deploy(args) => client::deploy(&args)
+                .await
+                .map(conclusion_code)
+                .map_err(Failure::from),
+            Command::Verdict(args) => client::verdict(&args)
+                .await
+                .map(conclusion_code)
+                .map_err(Failure::from),
         }
     });
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(AppError::Config(e)) => {
+        Err(Failure::App(AppError::Config(e))) => {
             eprintln!("{e}");
             let n = e.diagnostics.len();
             eprintln!(
@@ -103,12 +159,20 @@ fn main() -> ExitCode {
             );
             ExitCode::from(exit::FAILED)
         }
-        Err(AppError::Usage(m)) => {
+        Err(Failure::App(AppError::Usage(m)) | Failure::Client(ClientError::Usage(m))) => {
             eprintln!("bakewatch: {m}");
             ExitCode::from(exit::USAGE)
         }
-        Err(AppError::Internal(e)) => {
+        Err(Failure::Client(ClientError::Unavailable(m))) => {
+            eprintln!("bakewatch: {m}");
+            ExitCode::from(exit::UNAVAILABLE)
+        }
+        Err(Failure::App(AppError::Internal(e))) => {
             eprintln!("bakewatch: {e:#}");
+            ExitCode::from(exit::INTERNAL)
+        }
+        Err(Failure::Client(ClientError::Internal(m))) => {
+            eprintln!("bakewatch: {m}");
             ExitCode::from(exit::INTERNAL)
         }
     }

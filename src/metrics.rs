@@ -39,6 +39,14 @@ pub struct Metrics {
     journey_step_duration_seconds: HistogramVec,
     journey_step_success: GaugeVec,
     pub scheduler_lag_seconds: Histogram,
+    /// 1 while a service is inside its post-deploy window.
+    pub deployment_window_active: GaugeVec,
+    /// 1 for the current deployment of each service (old label sets are removed).
+    pub deployment_info: GaugeVec,
+    /// State set: 1 for the current deployment's verdict, 0 for the others.
+    pub verdict: GaugeVec,
+    /// Alert instances by rule, severity and state (pending, firing).
+    pub alerts: GaugeVec,
     pub config_last_reload_successful: Gauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
 }
@@ -123,6 +131,26 @@ impl Metrics {
                 &["check", "service", "step"],
             )
             .expect("valid metric"),
+            deployment_window_active: GaugeVec::new(
+                opts("deployment_window_active", "1 while the service is inside its post-deploy window."),
+                &["service"],
+            )
+            .expect("valid metric"),
+            deployment_info: GaugeVec::new(
+                opts("deployment_info", "The current deployment of each service; always 1."),
+                &["service", "environment", "version", "id"],
+            )
+            .expect("valid metric"),
+            verdict: GaugeVec::new(
+                opts("verdict", "Verdict of the service's current deployment, as a state set."),
+                &["service", "verdict"],
+            )
+            .expect("valid metric"),
+            alerts: GaugeVec::new(
+                opts("alerts", "Alert instances by rule, severity and state."),
+                &["rule", "severity", "state"],
+            )
+            .expect("valid metric"),
             scheduler_lag_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "scheduler_lag_seconds",
@@ -166,6 +194,10 @@ impl Metrics {
             Box::new(m.journey_step_duration_seconds.clone()),
             Box::new(m.journey_step_success.clone()),
             Box::new(m.scheduler_lag_seconds.clone()),
+            Box::new(m.deployment_window_active.clone()),
+            Box::new(m.deployment_info.clone()),
+            Box::new(m.verdict.clone()),
+            Box::new(m.alerts.clone()),
             Box::new(m.config_last_reload_successful.clone()),
             Box::new(m.config_last_reload_success_timestamp_seconds.clone()),
             Box::new(build_info),

@@ -94,6 +94,18 @@ pub struct Runtime {
     /// Set once config is loaded and the listener is up.
     pub ready: AtomicBool,
     pub started_at: SystemTime,
+    /// Which services are inside their post-deploy window (the scheduler's cadence).
+    pub windows: Arc<crate::deployments::Windows>,
+    /// Where every recorded outcome is announced (the deployments task), when it runs.
+    events: Option<tokio::sync::mpsc::UnboundedSender<OutcomeEvent>>,
+}
+
+/// One recorded outcome, announced to the deployments task (persistence and verdicts).
+#[derive(Debug, Clone)]
+pub struct OutcomeEvent {
+    /// Index into [`Runtime::checks`].
+    pub check: usize,
+    pub sample: crate::history::Sample,
 }
 
 impl Runtime {
@@ -103,12 +115,16 @@ impl Runtime {
             .checks
             .iter()
             .map(|c| {
+                let mut history =
+                    History::new(config.history.retention, config.history.max_samples);
+                history.set_tracked_values(crate::rules::tracked_observations(
+                    &config.rules,
+                    &c.name,
+                    &c.service,
+                ));
                 Arc::new(CheckState {
                     config: c.clone(),
-                    history: Mutex::new(History::new(
-                        config.history.retention,
-                        config.history.max_samples,
-                    )),
+                    history: Mutex::new(history),
                     metrics: metrics.for_check(&c.name, &c.service, c.type_name()),
                 })
             })
@@ -120,7 +136,15 @@ impl Runtime {
             redactor,
             ready: AtomicBool::new(false),
             started_at: SystemTime::now(),
+            windows: Arc::new(crate::deployments::Windows::default()),
+            events: None,
         }
+    }
+
+    /// Announces every recorded outcome on `tx` (set before the runtime is shared).
+    pub fn with_events(mut self, tx: tokio::sync::mpsc::UnboundedSender<OutcomeEvent>) -> Runtime {
+        self.events = Some(tx);
+        self
     }
 
     pub fn check(&self, name: &str) -> Option<&Arc<CheckState>> {
@@ -148,6 +172,15 @@ impl Runtime {
             prev
         };
         state.metrics.record(&outcome);
+        if let Some(tx) = &self.events
+            && let Some(index) = self.checks.iter().position(|c| std::ptr::eq(&**c, state))
+        {
+            // The receiver ends only at shutdown; a lost event then is of no consequence.
+            let _ = tx.send(OutcomeEvent {
+                check: index,
+                sample: crate::history::Sample::of(&outcome),
+            });
+        }
         let c = &state.config;
         // One line per state change, not per run.
         if previous != Some(outcome.status) {

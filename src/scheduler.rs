@@ -108,9 +108,28 @@ async fn check_loop(
             }
         },
     };
+    // Inside the service's post-deploy window the check runs every `deploy.interval`.
+    let service = check.config.service.clone();
+    let deploy_every = rt.config.deploy.interval;
+    let cadence_in_window = match &schedule {
+        Schedule::Interval(every) => deploy_every.min(*every),
+        Schedule::Cron(_) => deploy_every,
+    };
+    let mut windows = rt.windows.subscribe();
+    let mut last_start: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {}
+            Ok(()) = windows.changed() => {
+                // A window opened: move to the post-deploy cadence now, not after the
+                // current (possibly long) sleep.
+                if rt.windows.is_active(&service, SystemTime::now()) {
+                    let now = Instant::now();
+                    let sooner = last_start.map_or(now, |t| t + cadence_in_window).max(now);
+                    due = due.min(sooner);
+                }
+                continue;
+            }
             _ = shutdown.cancelled() => return,
         }
         heartbeat.beat();
@@ -118,16 +137,23 @@ async fn check_loop(
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = shutdown.cancelled() => return,
         };
-        let lag = Instant::now().saturating_duration_since(due);
+        let started = Instant::now();
+        let lag = started.saturating_duration_since(due);
         rt.metrics.scheduler_lag_seconds.observe(lag.as_secs_f64());
+        last_start = Some(started);
         rt.run_check(&check).await;
         drop(permit);
-        due = match &schedule {
-            Schedule::Interval(every) => next_interval_due(due, *every, Instant::now()),
-            Schedule::Cron(expr) => match next_cron_due(expr) {
-                Some(d) => d,
-                None => return,
-            },
+        let now = Instant::now();
+        due = if rt.windows.is_active(&service, SystemTime::now()) {
+            next_interval_due(due.max(started), cadence_in_window, now)
+        } else {
+            match &schedule {
+                Schedule::Interval(every) => next_interval_due(due, *every, now),
+                Schedule::Cron(expr) => match next_cron_due(expr) {
+                    Some(d) => d,
+                    None => return,
+                },
+            }
         };
     }
 }

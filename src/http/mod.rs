@@ -3,46 +3,70 @@
 //! `application/problem+json` (RFC 9457).
 
 pub mod api;
+pub mod deploy_api;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
+use crate::deployments::Deployments;
 use crate::runtime::Runtime;
+
+/// What handlers share: the runtime always, deployments when storage is open.
+#[derive(Clone)]
+pub struct AppState {
+    pub rt: Arc<Runtime>,
+    pub deployments: Option<Arc<Deployments>>,
+}
+
+impl FromRef<AppState> for Arc<Runtime> {
+    fn from_ref(s: &AppState) -> Arc<Runtime> {
+        s.rt.clone()
+    }
+}
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The full router over shared state.
-pub fn router(rt: Arc<Runtime>) -> Router {
-    let timeout = rt.config.server.request_timeout;
+pub fn router(state: AppState) -> Router {
+    let timeout = state.rt.config.server.request_timeout;
     Router::new()
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/api/v1/checks", get(api::list_checks))
         .route("/api/v1/checks/{name}", get(api::get_check))
+        .route(
+            "/api/v1/deployments",
+            post(deploy_api::register).get(deploy_api::list),
+        )
+        .route("/api/v1/deployments/{id}", get(deploy_api::get))
+        .route("/api/v1/deployments/{id}/verdict", get(deploy_api::verdict))
+        .route("/api/v1/deployments/{id}/gate", get(deploy_api::gate))
+        .route("/api/v1/deployments/{id}/cancel", post(deploy_api::cancel))
+        .route("/api/v1/alerts", get(deploy_api::alerts))
         .fallback(not_found)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .with_state(rt)
+        .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    rt: Arc<Runtime>,
+    state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(rt))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

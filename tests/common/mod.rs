@@ -91,6 +91,8 @@ pub enum Mode {
     Status(u16),
     /// Accept the connection and the request, never answer.
     Hang,
+    /// 200 with [`HEALTHY_BODY`] after this many milliseconds.
+    Slow(u64),
 }
 
 /// The JSON body of a healthy answer.
@@ -200,6 +202,10 @@ async fn target_handler(State(state): State<Arc<TargetState>>, uri: Uri) -> Resp
             r#"{"status":"down"}"#.to_string(),
         ),
         Mode::Hang => std::future::pending().await,
+        Mode::Slow(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            json(StatusCode::OK, HEALTHY_BODY.to_string())
+        }
     }
 }
 
@@ -243,6 +249,27 @@ impl Answer {
     }
 }
 
+/// Starts `bakewatch run -c <config>`, appending its stderr to `stderr_path`.
+fn spawn_daemon(config: &Path, dir: &Path, stderr_path: &Path) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_path)
+        .expect("open stderr.log");
+    Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env_remove("BAKEWATCH_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn bakewatch run")
+}
+
 /// A reqwest client that never goes through an environment proxy.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -264,10 +291,20 @@ impl Daemon {
     /// Like [`Daemon::start`], with `extra` appended to the daemon file instead of the
     /// `[scheduler]` table.
     pub async fn start_with(extra: &str, check_files: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full("", extra, check_files).await
+    }
+
+    /// Like [`Daemon::start_with`], with `server_extra` added to the `[server]` table (e.g. a
+    /// `token`).
+    pub async fn start_full(
+        server_extra: &str,
+        extra: &str,
+        check_files: &[(&str, &str)],
+    ) -> Daemon {
         // The port is free when chosen but may be taken before the daemon binds it: retry then.
         let mut last_err = String::new();
         for _ in 0..3 {
-            match Daemon::try_start(extra, check_files).await {
+            match Daemon::try_start(server_extra, extra, check_files).await {
                 Ok(d) => return d,
                 Err(e) if e.contains("cannot listen") => last_err = e,
                 Err(e) => panic!("{e}"),
@@ -276,7 +313,11 @@ impl Daemon {
         panic!("{last_err}");
     }
 
-    async fn try_start(extra: &str, check_files: &[(&str, &str)]) -> Result<Daemon, String> {
+    async fn try_start(
+        server_extra: &str,
+        extra: &str,
+        check_files: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let checks_dir = dir.path().join("checks");
@@ -288,24 +329,12 @@ impl Daemon {
         let state = dir.path().join("state.db");
         let config = dir.path().join("bakewatch.toml");
         let daemon_file = format!(
-            "checks = [\"checks/*.toml\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\npath = '{}'\n\n{extra}",
+            "checks = [\"checks/*.toml\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n\n[storage]\npath = '{}'\n\n{extra}",
             state.display()
         );
         std::fs::write(&config, daemon_file).expect("write daemon config");
         let stderr_path = dir.path().join("stderr.log");
-        let stderr = File::create(&stderr_path).expect("create stderr.log");
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("-c")
-            .arg(&config)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "info")
-            .env_remove("BAKEWATCH_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn bakewatch run");
+        let child = spawn_daemon(&config, dir.path(), &stderr_path);
         let mut daemon = Daemon {
             dir,
             port,
@@ -314,27 +343,43 @@ impl Daemon {
             stderr_path,
             http: http_client(),
         };
+        daemon.wait_ready().await?;
+        Ok(daemon)
+    }
+
+    /// Waits until `/-/ready` answers 200; an early exit is an error with the stderr.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return Err(format!(
                     "bakewatch run exited before it was ready ({status}); stderr:\n{}",
-                    daemon.stderr()
+                    self.stderr()
                 ));
             }
-            if let Ok(r) = daemon.http.get(daemon.url("/-/ready")).send().await
+            if let Ok(r) = self.http.get(self.url("/-/ready")).send().await
                 && r.status().as_u16() == 200
             {
-                return Ok(daemon);
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                // Dropping `daemon` kills the process.
                 panic!(
                     "bakewatch run was not ready within {READY_TIMEOUT:?} (GET /-/ready); stderr:\n{}",
-                    daemon.stderr()
+                    self.stderr()
                 );
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `kill -9`s the daemon, then starts it again on the same config, state and port, and
+    /// waits until it is ready.
+    pub async fn kill9_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL the daemon");
+        self.child.wait().expect("reap the daemon");
+        self.child = spawn_daemon(&self.config, self.dir.path(), &self.stderr_path);
+        if let Err(e) = self.wait_ready().await {
+            panic!("{e}");
         }
     }
 

@@ -1,0 +1,795 @@
+//! Deployments: registration (idempotent on `id`), supersede, cancel, the frozen baseline,
+//! the post-deploy window, and the task that evaluates rules and verdicts as outcomes arrive.
+//!
+//! The verdict logic itself is pure ([`crate::verdict`], [`crate::rules`]); this module feeds
+//! it inputs, keeps what it answers in the store (nothing registered or concluded is lost on
+//! `kill -9`), and wakes long-polling waiters when a verdict changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::history::Baseline;
+use crate::rules::{self, AlertState, RuleState};
+use crate::runtime::{OutcomeEvent, Runtime};
+use crate::store::{DeploymentRow, DeploymentState, Insertion, Store, StoreError};
+use crate::util::unix_millis;
+use crate::verdict::{
+    CheckInput, RuleSignal, RunDetail, TickInput, Verdict, VerdictPolicy, VerdictRecord,
+};
+
+/// How often time-based transitions (min / max duration, window end) are looked at when no
+/// outcome arrives.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Which services are inside their post-deploy window, and until when. Check loops watch
+/// [`Windows::subscribe`] so a registration switches them to the post-deploy cadence at once.
+pub struct Windows {
+    until: RwLock<HashMap<String, SystemTime>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            until: RwLock::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Windows {
+    pub fn is_active(&self, service: &str, now: SystemTime) -> bool {
+        !service.is_empty()
+            && self
+                .until
+                .read()
+                .expect("not poisoned")
+                .get(service)
+                .is_some_and(|until| now < *until)
+    }
+
+    /// Opens (or moves) a service's window to end at `until`; `None` closes it.
+    pub fn set(&self, service: &str, until: Option<SystemTime>) {
+        let mut map = self.until.write().expect("not poisoned");
+        match until {
+            Some(u) => {
+                map.insert(service.to_string(), u);
+            }
+            None => {
+                map.remove(service);
+            }
+        }
+        drop(map);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// `POST /api/v1/deployments` body.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub id: Option<String>,
+    pub service: String,
+    pub version: String,
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A deployment record, as stored and as `GET /api/v1/deployments/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub service: String,
+    pub version: String,
+    pub environment: String,
+    pub labels: BTreeMap<String, String>,
+    pub started_at: String,
+    /// Per check: the statistics of the `deploy.baseline` before registration.
+    pub baseline: BTreeMap<String, Baseline>,
+    /// The verdict, with reasons, per-check summary now vs baseline, and late failures.
+    pub verdict: VerdictRecord,
+}
+
+impl Deployment {
+    fn same_request(&self, r: &RegisterRequest) -> bool {
+        self.service == r.service
+            && self.version == r.version
+            && self.environment == r.environment.clone().unwrap_or_default()
+            && self.labels == r.labels
+    }
+
+    fn state(&self) -> DeploymentState {
+        match self.verdict.verdict {
+            Verdict::Pending => DeploymentState::Pending,
+            Verdict::Pass => DeploymentState::Pass,
+            Verdict::Fail => DeploymentState::Fail,
+            Verdict::Inconclusive => DeploymentState::Inconclusive,
+            Verdict::Cancelled => DeploymentState::Cancelled,
+            Verdict::Superseded => DeploymentState::Superseded,
+        }
+    }
+
+    fn row(&self, created_at_ms: u64) -> Result<DeploymentRow, StoreError> {
+        Ok(DeploymentRow {
+            id: self.id.clone(),
+            service: self.service.clone(),
+            environment: self.environment.clone(),
+            version: self.version.clone(),
+            labels: serde_json::to_value(&self.labels)?,
+            created_at_ms,
+            state: self.state(),
+            record: serde_json::to_value(self)?,
+            revision: self.verdict.revision,
+            updated_at_ms: created_at_ms,
+        })
+    }
+
+    fn of_row(row: &DeploymentRow) -> Result<Deployment, StoreError> {
+        Ok(serde_json::from_value(row.record.clone())?)
+    }
+}
+
+/// What a registration did.
+#[derive(Debug)]
+pub enum Registered {
+    Created(Deployment),
+    /// The same body again: nothing changed.
+    Existing(Deployment),
+    /// The id exists with a different body.
+    Conflict(Deployment),
+}
+
+/// Why a request about deployments could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no deployment {0:?}")]
+    NotFound(String),
+    #[error("deployment {0:?} is already concluded ({1})")]
+    Concluded(String, Verdict),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One deployment being verified or inside its window.
+struct Active {
+    deployment: Deployment,
+    /// Its store revision of the whole record (verdict revisions plus late failures).
+    stored_revision: u64,
+    created_at_ms: u64,
+}
+
+/// The deployments of this daemon: registration, evaluation, waiters.
+pub struct Deployments {
+    rt: Arc<Runtime>,
+    store: Store,
+    policy: VerdictPolicy,
+    active: Mutex<BTreeMap<String, Active>>,
+    /// Rule states by rule name (the rule engine's memory between ticks).
+    rules: Mutex<BTreeMap<String, RuleState>>,
+    /// Bumped whenever any verdict changes: long-pollers wait on it.
+    changed: watch::Sender<u64>,
+    /// Cancelled at shutdown: long-polls answer at once instead of holding the server open.
+    shutdown: CancellationToken,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl Deployments {
+    /// Loads what the store holds (pending deployments and those still inside their window)
+    /// and restores recent outcomes into the checks' histories.
+    pub async fn open(
+        rt: Arc<Runtime>,
+        store: Store,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Deployments>, StoreError> {
+        let now = SystemTime::now();
+        let retention = rt.config.history.retention;
+        let since = unix_millis(now).saturating_sub(retention.as_millis() as u64);
+        for c in &rt.checks {
+            let samples = store.outcomes_since(&c.config.name, since).await?;
+            c.history.lock().expect("not poisoned").restore(samples);
+        }
+        let window = rt.config.deploy.window;
+        let mut active = BTreeMap::new();
+        for row in store.list_deployments(None, 500).await? {
+            let d = Deployment::of_row(&row)?;
+            let started = unix_millis(d.verdict.started_at);
+            let in_window = started + window.as_millis() as u64 > unix_millis(now);
+            if row.state == DeploymentState::Pending || in_window {
+                active.insert(
+                    d.id.clone(),
+                    Active {
+                        stored_revision: row.revision,
+                        created_at_ms: row.created_at_ms,
+                        deployment: d,
+                    },
+                );
+            }
+        }
+        let me = Arc::new(Deployments {
+            policy: VerdictPolicy::from_deploy(&rt.config.deploy),
+            rt,
+            store,
+            active: Mutex::new(active),
+            rules: Mutex::new(BTreeMap::new()),
+            changed: watch::channel(0).0,
+            shutdown,
+        });
+        me.refresh_windows(now);
+        Ok(me)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Registers a deployment (DESIGN §5): idempotent on `id`; a newer deployment of the same
+    /// service and environment supersedes a pending older one.
+    pub async fn register(&self, req: RegisterRequest) -> Result<Registered, DeployError> {
+        if req.service.trim().is_empty() || req.version.trim().is_empty() {
+            return Err(DeployError::Invalid(
+                "service and version must not be empty".into(),
+            ));
+        }
+        if !self
+            .rt
+            .checks
+            .iter()
+            .any(|c| c.config.service == req.service)
+        {
+            return Err(DeployError::Invalid(format!(
+                "no check has service {:?}: its verdict could never be judged",
+                req.service
+            )));
+        }
+        let now = SystemTime::now();
+        let id = match &req.id {
+            Some(id) if valid_id(id) => id.clone(),
+            Some(id) => {
+                return Err(DeployError::Invalid(format!(
+                    "id {id:?}: use up to 128 letters, digits, '-', '_' and '.'"
+                )));
+            }
+            None => format!(
+                "{}-{}-{:08x}",
+                req.service,
+                req.version,
+                rand::random::<u32>()
+            )
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(128)
+            .collect(),
+        };
+        if let Some(row) = self.store.get_deployment(&id).await? {
+            let existing = Deployment::of_row(&row)?;
+            return Ok(if existing.same_request(&req) {
+                Registered::Existing(existing)
+            } else {
+                Registered::Conflict(existing)
+            });
+        }
+        let baseline_period = self.rt.config.deploy.baseline;
+        let baseline: BTreeMap<String, Baseline> = self
+            .rt
+            .checks
+            .iter()
+            .filter(|c| c.config.service == req.service)
+            .map(|c| {
+                let h = c.history.lock().expect("not poisoned");
+                (
+                    c.config.name.clone(),
+                    Baseline::of(&h, now, baseline_period),
+                )
+            })
+            .collect();
+        let deployment = Deployment {
+            verdict: VerdictRecord::new(&id, &req.service, &req.version, now, &self.policy),
+            id: id.clone(),
+            service: req.service.clone(),
+            version: req.version.clone(),
+            environment: req.environment.clone().unwrap_or_default(),
+            labels: req.labels.clone(),
+            started_at: crate::util::rfc3339(now),
+            baseline,
+        };
+        let created_at_ms = unix_millis(now);
+        match self
+            .store
+            .insert_deployment(deployment.row(created_at_ms)?)
+            .await?
+        {
+            Insertion::Inserted => {}
+            // A concurrent registration of the same id won the race.
+            Insertion::Existing(row) => {
+                let existing = Deployment::of_row(&row)?;
+                return Ok(if existing.same_request(&req) {
+                    Registered::Existing(existing)
+                } else {
+                    Registered::Conflict(existing)
+                });
+            }
+        }
+        // Supersede pending older deployments of the same service and environment.
+        let superseded: Vec<(String, Deployment, u64)> = {
+            let active = self.active.lock().expect("not poisoned");
+            active
+                .values()
+                .filter(|a| {
+                    a.deployment.service == deployment.service
+                        && a.deployment.environment == deployment.environment
+                        && a.deployment.verdict.verdict == Verdict::Pending
+                })
+                .map(|a| {
+                    let mut d = a.deployment.clone();
+                    d.verdict = d.verdict.supersede(now, &id);
+                    (d.id.clone(), d, a.created_at_ms)
+                })
+                .collect()
+        };
+        for (old_id, d, created) in superseded {
+            self.persist(&d, created).await?;
+            tracing::info!(deployment = %old_id, by = %id, "deployment superseded");
+            self.update_active(d, created);
+        }
+        tracing::info!(deployment = %id, service = %deployment.service, version = %deployment.version, "deployment registered");
+        self.update_active(deployment.clone(), created_at_ms);
+        self.refresh_windows(now);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(Registered::Created(deployment))
+    }
+
+    /// Cancels a pending verification.
+    pub async fn cancel(&self, id: &str) -> Result<Deployment, DeployError> {
+        let row = self
+            .store
+            .get_deployment(id)
+            .await?
+            .ok_or_else(|| DeployError::NotFound(id.to_string()))?;
+        let mut d = Deployment::of_row(&row)?;
+        match d.verdict.verdict {
+            Verdict::Cancelled => return Ok(d),
+            Verdict::Pending => {}
+            other => return Err(DeployError::Concluded(id.to_string(), other)),
+        }
+        d.verdict = d.verdict.cancel(SystemTime::now());
+        self.persist(&d, row.created_at_ms).await?;
+        tracing::info!(deployment = %id, "deployment cancelled");
+        self.update_active(d.clone(), row.created_at_ms);
+        self.refresh_windows(SystemTime::now());
+        self.changed.send_modify(|n| *n += 1);
+        Ok(d)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Deployment>, DeployError> {
+        if let Some(a) = self.active.lock().expect("not poisoned").get(id) {
+            return Ok(Some(a.deployment.clone()));
+        }
+        match self.store.get_deployment(id).await? {
+            Some(row) => Ok(Some(Deployment::of_row(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, DeployError> {
+        let rows = self.store.list_deployments(service, limit).await?;
+        let active = self.active.lock().expect("not poisoned");
+        rows.iter()
+            .map(|r| match active.get(&r.id) {
+                Some(a) => Ok(a.deployment.clone()),
+                None => Ok(Deployment::of_row(r)?),
+            })
+            .collect()
+    }
+
+    /// The verdict of `id`, at once when concluded, else when its revision moves past
+    /// `seen` (the revision the caller has) or `wait` ends.
+    pub async fn wait_verdict(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<VerdictRecord, DeployError> {
+        let mut rx = self.changed.subscribe();
+        let first = self
+            .get(id)
+            .await?
+            .ok_or_else(|| DeployError::NotFound(id.to_string()))?
+            .verdict;
+        if first.is_concluded() || wait.is_zero() {
+            return Ok(first);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx.changed()) => matches!(r, Ok(Ok(()))),
+                _ = self.shutdown.cancelled() => false,
+            };
+            match changed {
+                true => {
+                    let now = self
+                        .get(id)
+                        .await?
+                        .ok_or_else(|| DeployError::NotFound(id.to_string()))?
+                        .verdict;
+                    if now.revision != first.revision || now.is_concluded() {
+                        return Ok(now);
+                    }
+                }
+                // Timed out, or the daemon is stopping: answer with what there is.
+                false => {
+                    return Ok(self
+                        .get(id)
+                        .await?
+                        .ok_or_else(|| DeployError::NotFound(id.to_string()))?
+                        .verdict);
+                }
+            }
+        }
+    }
+
+    /// The pending and firing alerts (`GET /api/v1/alerts`).
+    pub fn alerts(&self) -> Vec<rules::Alert> {
+        let states = self.rules.lock().expect("not poisoned");
+        rules::alerts(
+            self.rt
+                .config
+                .rules
+                .iter()
+                .filter_map(|r| states.get(&r.name).map(|s| (r, s))),
+        )
+    }
+
+    fn update_active(&self, d: Deployment, created_at_ms: u64) {
+        let mut active = self.active.lock().expect("not poisoned");
+        active.insert(
+            d.id.clone(),
+            Active {
+                stored_revision: d.verdict.revision,
+                created_at_ms,
+                deployment: d,
+            },
+        );
+    }
+
+    async fn persist(&self, d: &Deployment, created_at_ms: u64) -> Result<(), StoreError> {
+        let record = serde_json::to_value(d)?;
+        // Late failures change the record without a verdict revision: store revisions count
+        // every change, so they are the verdict revision plus the late failures recorded.
+        let revision = d.verdict.revision + d.verdict.late_failures.len() as u64;
+        let _ = created_at_ms;
+        self.store
+            .update_deployment(&d.id, d.state(), &record, revision)
+            .await?;
+        Ok(())
+    }
+
+    /// Windows follow each service's newest deployment that was not cancelled or superseded.
+    fn refresh_windows(&self, now: SystemTime) {
+        let window = self.rt.config.deploy.window;
+        let mut latest: HashMap<&str, (SystemTime, &Deployment)> = HashMap::new();
+        let active = self.active.lock().expect("not poisoned");
+        for a in active.values() {
+            let d = &a.deployment;
+            if matches!(d.verdict.verdict, Verdict::Cancelled | Verdict::Superseded) {
+                continue;
+            }
+            let started = d.verdict.started_at;
+            if latest
+                .get(d.service.as_str())
+                .is_none_or(|(t, _)| started > *t)
+            {
+                latest.insert(&d.service, (started, d));
+            }
+        }
+        let m = &self.rt.metrics;
+        let services: Vec<String> = self
+            .rt
+            .checks
+            .iter()
+            .map(|c| c.config.service.clone())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for service in services {
+            match latest.get(service.as_str()) {
+                Some((started, d)) => {
+                    let until = *started + window;
+                    let open = now < until;
+                    if open != self.rt.windows.is_active(&service, now) {
+                        self.rt.windows.set(&service, open.then_some(until));
+                    }
+                    m.deployment_window_active
+                        .with_label_values(&[&service])
+                        .set(if open { 1.0 } else { 0.0 });
+                    let _ = m.deployment_info.remove_label_values(&[&service]);
+                    for v in ["pending", "pass", "fail", "inconclusive"] {
+                        m.verdict.with_label_values(&[&service, v]).set(
+                            if d.verdict.verdict.as_str() == v {
+                                1.0
+                            } else {
+                                0.0
+                            },
+                        );
+                    }
+                    m.deployment_info
+                        .with_label_values(&[&service, &d.environment, &d.version, &d.id])
+                        .set(1.0);
+                }
+                None => {
+                    m.deployment_window_active
+                        .with_label_values(&[&service])
+                        .set(0.0);
+                }
+            }
+        }
+    }
+
+    /// Evaluates rules and every pending or in-window deployment at `now`.
+    async fn tick(&self, now: SystemTime) {
+        self.evaluate_rules(now);
+        let window = self.rt.config.deploy.window;
+        let todo: Vec<(Deployment, u64, u64)> = {
+            let active = self.active.lock().expect("not poisoned");
+            active
+                .values()
+                .map(|a| (a.deployment.clone(), a.stored_revision, a.created_at_ms))
+                .collect()
+        };
+        let mut any_change = false;
+        for (mut d, stored, created) in todo {
+            let input = self.tick_input(&d, now);
+            if d.verdict.is_concluded() {
+                for f in d.verdict.late_failures_in(&input) {
+                    d.verdict.record_late_failure(f);
+                }
+            } else {
+                let before = d.verdict.verdict;
+                d.verdict = d.verdict.evaluate(&self.policy, &input);
+                if d.verdict.is_concluded() && before == Verdict::Pending {
+                    let first = d
+                        .verdict
+                        .reasons
+                        .first()
+                        .map(|r| r.message.clone())
+                        .unwrap_or_default();
+                    tracing::info!(deployment = %d.id, service = %d.service, verdict = %d.verdict.verdict, reason = %first, "verdict concluded");
+                }
+            }
+            let revision = d.verdict.revision + d.verdict.late_failures.len() as u64;
+            if revision != stored {
+                if let Err(e) = self.persist(&d, created).await {
+                    tracing::error!(deployment = %d.id, error = %e, "cannot store the verdict; will retry");
+                    continue;
+                }
+                any_change = true;
+            }
+            let keep = !d.verdict.is_concluded() || d.verdict.started_at + window > now;
+            let mut active = self.active.lock().expect("not poisoned");
+            if keep {
+                active.insert(
+                    d.id.clone(),
+                    Active {
+                        stored_revision: revision,
+                        created_at_ms: created,
+                        deployment: d,
+                    },
+                );
+            } else {
+                active.remove(&d.id);
+            }
+        }
+        self.refresh_windows(now);
+        if any_change {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn evaluate_rules(&self, now: SystemTime) {
+        let config = &self.rt.config;
+        let baselines: HashMap<String, Baseline> = {
+            // The current deployment of each service provides its checks' baselines.
+            let active = self.active.lock().expect("not poisoned");
+            let mut newest: HashMap<&str, &Deployment> = HashMap::new();
+            for a in active.values() {
+                let d = &a.deployment;
+                if newest
+                    .get(d.service.as_str())
+                    .is_none_or(|n| d.verdict.started_at > n.verdict.started_at)
+                {
+                    newest.insert(&d.service, d);
+                }
+            }
+            newest
+                .values()
+                .flat_map(|d| d.baseline.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect()
+        };
+        let mut states = self.rules.lock().expect("not poisoned");
+        let m = &self.rt.metrics;
+        m.alerts.reset();
+        for rule in &config.rules {
+            let watched: Vec<_> = self
+                .rt
+                .checks
+                .iter()
+                .filter(|c| rules::watches(rule, &c.config.name, &c.config.service))
+                .collect();
+            let guards: Vec<_> = watched
+                .iter()
+                .map(|c| c.history.lock().expect("not poisoned"))
+                .collect();
+            let inputs: Vec<rules::CheckInput<'_>> = watched
+                .iter()
+                .zip(&guards)
+                .map(|(c, h)| rules::CheckInput {
+                    check: &c.config.name,
+                    history: h,
+                    in_window: self.rt.windows.is_active(&c.config.service, now),
+                    baseline: baselines.get(&c.config.name),
+                })
+                .collect();
+            let prev = states.get(&rule.name).cloned().unwrap_or_default();
+            let next = rules::evaluate(rule, &inputs, &prev, now);
+            for (check, inst) in &next.instances {
+                let was = prev.instance(check).map(|i| i.state);
+                if was != Some(inst.state) && (was.is_some() || inst.state != AlertState::Inactive)
+                {
+                    tracing::info!(rule = %rule.name, check = %check, state = ?inst.state, detail = %inst.explain(rule), "alert state changed");
+                }
+                let state = match inst.state {
+                    AlertState::Pending => "pending",
+                    AlertState::Firing => "firing",
+                    _ => continue,
+                };
+                m.alerts
+                    .with_label_values(&[&rule.name, &rule.severity, state])
+                    .inc();
+            }
+            states.insert(rule.name.clone(), next);
+        }
+    }
+
+    fn tick_input(&self, d: &Deployment, now: SystemTime) -> TickInput {
+        let since = d.verdict.started_at;
+        let checks = self
+            .rt
+            .checks
+            .iter()
+            .filter(|c| c.config.service == d.service)
+            .map(|c| {
+                let h = c.history.lock().expect("not poisoned");
+                let age = now.duration_since(since).unwrap_or_default() + Duration::from_secs(1);
+                let runs = h
+                    .samples_in(now, age)
+                    .filter(|s| unix_millis(since) <= s.at_ms)
+                    .map(crate::verdict::Run::of_sample)
+                    .collect();
+                let problem = h
+                    .last_problem()
+                    .map(|o| (o.status, RunDetail::of_outcome(o)));
+                let (last_failure, last_error) = match problem {
+                    Some((crate::checks::Status::Fail, detail)) => (Some(detail), None),
+                    Some((crate::checks::Status::Error, detail)) => (None, Some(detail)),
+                    _ => (None, None),
+                };
+                CheckInput {
+                    name: c.config.name.clone(),
+                    critical: c.config.critical,
+                    runs,
+                    baseline: d.baseline.get(&c.config.name).cloned(),
+                    last_failure,
+                    last_error,
+                }
+            })
+            .collect();
+        let states = self.rules.lock().expect("not poisoned");
+        let mut signals = Vec::new();
+        for rule in self.rt.config.rules.iter().filter(|r| r.rollback) {
+            let Some(state) = states.get(&rule.name) else {
+                continue;
+            };
+            for (check, inst) in &state.instances {
+                let Some(c) = self.rt.check(check) else {
+                    continue;
+                };
+                if c.config.service != d.service {
+                    continue;
+                }
+                let signal = match (inst.state, inst.condition) {
+                    (AlertState::Firing, _) => crate::verdict::RuleState::Firing,
+                    (AlertState::Pending, _) => crate::verdict::RuleState::Pending,
+                    (_, None) => crate::verdict::RuleState::NoData,
+                    _ => continue,
+                };
+                signals.push(RuleSignal {
+                    rule: rule.name.clone(),
+                    check: Some(check.clone()),
+                    state: signal,
+                    message: inst.explain(rule),
+                });
+            }
+        }
+        TickInput {
+            now,
+            checks,
+            rules: signals,
+        }
+    }
+}
+
+/// The deployments task: persists outcomes in batches, and evaluates rules and verdicts
+/// after every batch of outcomes and at least every [`TICK`].
+pub async fn run(
+    deployments: Arc<Deployments>,
+    mut events: mpsc::UnboundedReceiver<OutcomeEvent>,
+    shutdown: CancellationToken,
+) {
+    let rt = deployments.rt.clone();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention = rt.config.history.retention;
+    let mut last_prune = SystemTime::now();
+    loop {
+        let mut batch: Vec<(String, crate::history::Sample)> = Vec::new();
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // Keep what already arrived.
+                while let Ok(e) = events.try_recv() {
+                    batch.push((rt.checks[e.check].config.name.clone(), e.sample));
+                }
+                if !batch.is_empty() && let Err(e) = deployments.store.append_outcomes(&batch).await {
+                    tracing::warn!(error = %e, "cannot store the last outcomes");
+                }
+                return;
+            }
+            _ = tick.tick() => {}
+            Some(e) = events.recv() => {
+                batch.push((rt.checks[e.check].config.name.clone(), e.sample));
+                while let Ok(e) = events.try_recv() {
+                    batch.push((rt.checks[e.check].config.name.clone(), e.sample));
+                }
+            }
+        }
+        if !batch.is_empty()
+            && let Err(e) = deployments.store.append_outcomes(&batch).await
+        {
+            tracing::warn!(error = %e, "cannot store outcomes");
+        }
+        let now = SystemTime::now();
+        deployments.tick(now).await;
+        if now.duration_since(last_prune).unwrap_or_default() > Duration::from_secs(60) {
+            last_prune = now;
+            let horizon = unix_millis(now).saturating_sub(retention.as_millis() as u64);
+            if let Err(e) = deployments.store.prune_outcomes(horizon).await {
+                tracing::warn!(error = %e, "cannot prune old outcomes");
+            }
+        }
+    }
+}

@@ -391,11 +391,11 @@ pub(crate) mod shared {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::ClientConfig;
+    use rustls::client::danger::ServerCertVerifier;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     use crate::checks::assert::{Assertion, QueryScope, Subject, judge};
     use crate::checks::outcome::{Observation, Observations, Outcome, Reason, Status};
@@ -782,7 +782,9 @@ pub(crate) mod shared {
         let builder = if !t.verify {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+                .with_custom_certificate_verifier(Arc::new(crate::checks::tls::HandshakeOnly(
+                    provider(),
+                )))
         } else if let Some((_, certs)) = &t.ca {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs {
@@ -824,59 +826,12 @@ pub(crate) mod shared {
             .with_safe_default_protocol_versions()
             .expect("aws-lc-rs supports the default protocol versions")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_custom_certificate_verifier(Arc::new(crate::checks::tls::HandshakeOnly(
+                provider(),
+            )))
             .with_no_client_auth();
         config.alpn_protocols = vec![b"postgresql".to_vec()];
         config
-    }
-
-    /// Accepts any certificate, still checking the handshake signatures made with it.
-    #[derive(Debug)]
-    struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
     }
 
     // -----------------------------------------------------------------------------------------

@@ -296,9 +296,10 @@ fn handshake_error(e: &std::io::Error) -> String {
 }
 
 /// Accepts any certificate chain but checks the handshake signatures with the provider's
-/// algorithms; the chain itself is judged by the caller after the handshake.
+/// algorithms (the peer must hold the key of the certificate it shows); the chain itself is
+/// judged by the caller after the handshake, or not at all (`verify = false` elsewhere).
 #[derive(Debug)]
-struct HandshakeOnly(Arc<CryptoProvider>);
+pub(crate) struct HandshakeOnly(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for HandshakeOnly {
     fn verify_server_cert(

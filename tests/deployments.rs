@@ -3,6 +3,8 @@
 //! long-polling, the gate, supersede and cancel, and `kill -9` durability.
 
 mod common;
+#[allow(dead_code)] // the journey tests use more of the shop than these do
+mod shop;
 
 use std::time::{Duration, Instant};
 
@@ -390,4 +392,74 @@ async fn sigterm_releases_long_polls_and_stops_promptly() {
         .expect("poll ended")
         .unwrap();
     assert_eq!(answered.ok(), Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_that_breaks_a_critical_journey_fails_and_names_the_step() {
+    let shop = shop::Shop::start("pw-for-the-deploy-test").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw-for-the-deploy-test\n").unwrap();
+    let journey = format!(
+        r#"[[check]]
+name = "checkout-journey"
+service = "shop"
+type = "journey"
+critical = true
+base_url = "{base}"
+interval = "200ms"
+timeout = "3s"
+secrets = {{ pw = {{ file = '{pw}' }} }}
+
+[[check.step]]
+name = "login"
+method = "POST"
+path = "/login"
+json = {{ username = "smoke", password = "{{{{ secret.pw }}}}" }}
+capture = {{ token = {{ jsonpath = "$.token", secret = true }} }}
+expect = [ {{ status = 200 }} ]
+
+[[check.step]]
+name = "search"
+path = "/search?q=laptop"
+headers = {{ authorization = "Bearer {{{{ token }}}}" }}
+expect = [ {{ status = 200 }} ]
+"#,
+        base = shop.base_url(),
+        pw = pw.display()
+    );
+    let d = start(&journey).await;
+    d.wait_check("checkout-journey", "passes", Duration::from_secs(10), |v| {
+        v["status"] == "pass"
+    })
+    .await;
+    register(
+        &d,
+        json!({"id": "journey-1", "service": "shop", "version": "5.0.0"}),
+    )
+    .await;
+    let broke = Instant::now();
+    shop.set_broken(shop::Endpoint::Login, true);
+    let verdict = concluded(&d, "journey-1", Duration::from_secs(10)).await;
+    assert_eq!(verdict["verdict"], "fail", "{verdict}");
+    let reason = &verdict["reasons"][0];
+    assert_eq!(reason["code"], "CRITICAL_CHECK_FAILED", "{verdict}");
+    assert_eq!(reason["check"], "checkout-journey");
+    assert_eq!(reason["step"], "login", "{verdict}");
+    assert!(
+        reason["message"].as_str().unwrap().contains("500"),
+        "{verdict}"
+    );
+    // critical_failures (2) × the 100 ms post-deploy interval plus a run: well within this.
+    assert!(
+        broke.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        broke.elapsed()
+    );
+    // The password and the captured token appear nowhere in the verdict.
+    let text = verdict.to_string();
+    assert!(!text.contains("pw-for-the-deploy-test"));
+    for token in shop.tokens() {
+        assert!(!text.contains(&token));
+    }
 }

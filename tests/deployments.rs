@@ -3,7 +3,6 @@
 //! long-polling, the gate, supersede and cancel, and `kill -9` durability.
 
 mod common;
-#[allow(dead_code)] // the journey tests use more of the shop than these do
 mod shop;
 
 use std::time::{Duration, Instant};

@@ -44,14 +44,20 @@
 //! - `now ≥ started_at + max(min_duration, warmup)`;
 //! - the service has at least one check, and every check has at least `min_samples` judged
 //!   runs since registration (errors are not samples);
+//! - every check whose frozen baseline has at least `regression.min_samples` judged runs
+//!   (so a regression can be judged) has at least `regression.min_samples` judged runs
+//!   started after warmup, i.e. `BASELINE_REGRESSION` has actually been checked. A check
+//!   without such a baseline (none, no latency, too few runs) has nothing to compare with
+//!   and is not held back by this;
 //! - no rollback rule is pending, firing or without data;
 //! - no critical check's latest judged run failed (a streak in progress blocks a pass);
 //! - evaluation health is `ok`.
 //!
 //! While pending, `reasons` lists what still blocks a pass (`MIN_DURATION_NOT_REACHED`,
-//! `INSUFFICIENT_SAMPLES`, `NO_DATA`, `CHECK_ERRORING`, `CRITICAL_CHECK_FAILING`,
-//! `ROLLBACK_RULE_PENDING`, `RULE_NO_DATA`, `NO_CHECKS`), with messages that stay the same
-//! while the condition does, so the revision moves only when something changes.
+//! `INSUFFICIENT_SAMPLES`, `REGRESSION_NOT_JUDGED_YET`, `NO_DATA`, `CHECK_ERRORING`,
+//! `CRITICAL_CHECK_FAILING`, `ROLLBACK_RULE_PENDING`, `RULE_NO_DATA`, `NO_CHECKS`), with
+//! messages that stay the same while the condition does (no running counts), so the
+//! revision moves only when something changes.
 //!
 //! Precedence within one tick: fail > inconclusive > pass (a tick past the deadline whose
 //! evidence would pass is inconclusive; one whose evidence fails is a fail).
@@ -96,7 +102,9 @@ pub struct RegressionPolicy {
     pub min_delta_ms: f64,
     /// Judged runs needed on each side before the comparison is made (default 20). A
     /// nearest-rank p95 of fewer than 20 values is their maximum, so one slow run among a
-    /// handful would read as a regression; 20 tolerates a single outlier.
+    /// handful would read as a regression; 20 tolerates a single outlier. A check whose
+    /// baseline has that many runs cannot pass until it has that many after warmup too
+    /// (`REGRESSION_NOT_JUDGED_YET`).
     pub min_samples: u32,
 }
 
@@ -410,6 +418,8 @@ pub enum ReasonCode {
     // Blocking a pass (while pending, and after MAX_DURATION_REACHED).
     MinDurationNotReached,
     InsufficientSamples,
+    /// The baseline has enough runs to judge a regression, the runs after warmup not yet.
+    RegressionNotJudgedYet,
     NoData,
     CheckErroring,
     CriticalCheckFailing,
@@ -437,7 +447,8 @@ pub struct VerdictReason {
 #[serde(rename_all = "snake_case")]
 pub enum CheckState {
     Ok,
-    /// Fewer judged runs than `min_samples`.
+    /// Fewer judged runs than `min_samples`, or (with a baseline to compare with) fewer
+    /// judged runs after warmup than `regression.min_samples`.
     InsufficientData,
     /// No judged run at all.
     NoData,
@@ -805,6 +816,9 @@ struct Analysis<'a> {
     /// The reason of the newest failed run, for messages without a detail.
     last_fail_reason: Option<Reason>,
     regression: Option<Regression>,
+    /// The frozen baseline has enough judged runs to compare with, but the runs after warmup
+    /// are still too few: no regression can be judged yet, so a pass is blocked.
+    regression_not_judged_yet: bool,
     last_failure: Option<&'a RunDetail>,
     last_error: Option<&'a RunDetail>,
 }
@@ -839,10 +853,22 @@ impl Cx<'_> {
             }
         }
 
-        let regression = if self.in_warmup {
-            None
-        } else {
-            self.regression(c, &runs)
+        let comparable = self.comparable_baseline(c);
+        let after_warmup: Vec<Sample> = match (comparable, self.warmup_end) {
+            (Some(_), Some(warmup_end)) => runs
+                .iter()
+                .filter(|r| r.started_at >= warmup_end && r.status != Status::Error)
+                .map(|r| r.sample())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let enough_after_warmup = u32::try_from(after_warmup.len()).unwrap_or(u32::MAX)
+            >= self.policy.regression.min_samples.max(1);
+        let regression = match comparable {
+            Some(baseline_p95_ms) if !self.in_warmup => {
+                self.regression(baseline_p95_ms, &after_warmup)
+            }
+            _ => None,
         };
         let fresh = |d: &&RunDetail| d.started_at >= self.started_at;
         Analysis {
@@ -857,26 +883,27 @@ impl Cx<'_> {
                 .find(|r| r.status == Status::Fail)
                 .map(|r| r.reason),
             regression,
+            regression_not_judged_yet: comparable.is_some()
+                && self.warmup_end.is_some()
+                && !enough_after_warmup,
             last_failure: c.last_failure.as_ref().filter(fresh),
             last_error: c.last_error.as_ref().filter(fresh),
             stats,
         }
     }
 
-    /// Latency p95 of the judged runs after warmup vs the frozen baseline.
-    fn regression(&self, c: &CheckInput, runs: &[&Run]) -> Option<Regression> {
-        let rp = &self.policy.regression;
+    /// The baseline p95 of a check whose frozen baseline has enough judged runs to compare
+    /// with; None when there is nothing to compare with (no baseline, no latency, too few
+    /// runs), which neither judges a regression nor blocks a pass.
+    fn comparable_baseline(&self, c: &CheckInput) -> Option<f64> {
         let baseline = c.baseline.as_ref()?;
         let baseline_p95_ms = baseline.latency_p95_ms?;
-        if baseline.judged < rp.min_samples {
-            return None;
-        }
-        let warmup_end = self.warmup_end?;
-        let after: Vec<Sample> = runs
-            .iter()
-            .filter(|r| r.started_at >= warmup_end && r.status != Status::Error)
-            .map(|r| r.sample())
-            .collect();
+        (baseline.judged >= self.policy.regression.min_samples).then_some(baseline_p95_ms)
+    }
+
+    /// Latency p95 of the judged runs after warmup (`after`) vs the frozen baseline p95.
+    fn regression(&self, baseline_p95_ms: f64, after: &[Sample]) -> Option<Regression> {
+        let rp = &self.policy.regression;
         let n = u32::try_from(after.len()).unwrap_or(u32::MAX);
         if n < rp.min_samples.max(1) {
             return None;
@@ -1055,6 +1082,16 @@ impl Cx<'_> {
                     format!("{name} has fewer than {min} judged runs since registration"),
                 ));
             }
+            if a.regression_not_judged_yet {
+                let needed = self.policy.regression.min_samples.max(1);
+                out.push(check_reason(
+                    ReasonCode::RegressionNotJudgedYet,
+                    a,
+                    format!(
+                        "{name}: latency not yet compared with its baseline (needs {needed} judged runs after warmup)"
+                    ),
+                ));
+            }
             if a.latest == Some(Status::Error) {
                 out.push(check_reason(
                     ReasonCode::CheckErroring,
@@ -1114,7 +1151,7 @@ impl Cx<'_> {
             CheckState::Erroring
         } else if a.judged == 0 {
             CheckState::NoData
-        } else if a.judged < self.policy.min_samples {
+        } else if a.judged < self.policy.min_samples || a.regression_not_judged_yet {
             CheckState::InsufficientData
         } else {
             CheckState::Ok
@@ -1866,6 +1903,7 @@ mod tests {
         c.baseline = Some(baseline(100.0));
         let r = record(&p).evaluate(&p, &tick(100, vec![c.clone()], vec![]));
         assert_eq!(r.verdict, Verdict::Pending);
+        assert!(codes(&r).contains(&ReasonCode::RegressionNotJudgedYet));
         // A baseline of too few runs is no baseline.
         c.runs = runs(5, 40, 5, Status::Pass, 250);
         c.baseline = Some(Baseline {
@@ -1880,6 +1918,105 @@ mod tests {
         c.runs.push(run(110, Status::Pass, 900));
         let r = record(&p).evaluate(&p, &tick(111, vec![c], vec![]));
         assert_eq!(r.verdict, Verdict::Pending);
+    }
+
+    /// The bug this guards against: min_duration reached with a baseline to compare with,
+    /// but too few runs after warmup to judge a regression.
+    #[test]
+    fn a_pass_waits_until_a_regression_can_be_judged() {
+        let p = VerdictPolicy {
+            warmup: Duration::from_secs(270),
+            ..policy()
+        };
+        // Runs every 5 s from t=5: by t=300 only 7 of them (270..=300) are after warmup.
+        let at = |now: u64| {
+            let mut c = check("api-health", false, runs(5, now / 5, 5, Status::Pass, 120));
+            c.baseline = Some(baseline(100.0));
+            tick(now, vec![c], vec![])
+        };
+        let r = record(&p).evaluate(&p, &at(300));
+        assert_eq!(r.verdict, Verdict::Pending);
+        assert_eq!(codes(&r), vec![ReasonCode::RegressionNotJudgedYet]);
+        assert_eq!(r.reasons[0].check.as_deref(), Some("api-health"));
+        assert_eq!(
+            r.reasons[0].message,
+            "api-health: latency not yet compared with its baseline \
+             (needs 20 judged runs after warmup)"
+        );
+        assert_eq!(
+            r.reasons[0].evidence.as_deref(),
+            Some("/api/v1/checks/api-health")
+        );
+        assert_eq!(r.checks[0].status, CheckState::InsufficientData);
+        assert_eq!(r.evaluation_health, EvaluationHealth::Ok);
+
+        // More runs, still too few: same reasons, same revision.
+        let more = r.evaluate(&p, &at(360));
+        assert_eq!(more.verdict, Verdict::Pending);
+        assert_eq!(more.reasons, r.reasons);
+        assert_eq!(more.revision, r.revision);
+
+        // Errors after warmup are not samples either: 20 runs after warmup, one an error.
+        let mut errored = at(366);
+        errored.checks[0].runs[60].status = Status::Error;
+        let still = more.evaluate(&p, &errored);
+        assert_eq!(codes(&still), vec![ReasonCode::RegressionNotJudgedYet]);
+
+        // 20 judged runs after warmup (270..=365), no regression (120 ms vs 100 ms): pass.
+        let done = more.evaluate(&p, &at(366));
+        assert_eq!(done.verdict, Verdict::Pass);
+        assert_eq!(codes(&done), vec![ReasonCode::Passed]);
+        assert_eq!(done.checks[0].status, CheckState::Ok);
+    }
+
+    #[test]
+    fn without_a_baseline_to_compare_with_a_pass_does_not_wait_for_regression_samples() {
+        let p = VerdictPolicy {
+            warmup: Duration::from_secs(270),
+            ..policy()
+        };
+        let c = check("api-health", false, runs(5, 60, 5, Status::Pass, 120));
+        // No baseline at all.
+        let r = record(&p).evaluate(&p, &tick(300, vec![c.clone()], vec![]));
+        assert_eq!(r.verdict, Verdict::Pass);
+        // A baseline of too few runs is no baseline.
+        let mut thin = c.clone();
+        thin.baseline = Some(Baseline {
+            judged: 19,
+            ..baseline(100.0)
+        });
+        let r = record(&p).evaluate(&p, &tick(300, vec![thin], vec![]));
+        assert_eq!(r.verdict, Verdict::Pass);
+        // Nor is one without a latency.
+        let mut blind = c;
+        blind.baseline = Some(Baseline {
+            latency_p95_ms: None,
+            ..baseline(100.0)
+        });
+        let r = record(&p).evaluate(&p, &tick(300, vec![blind], vec![]));
+        assert_eq!(r.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_regression_never_judged_by_max_duration_is_inconclusive() {
+        let p = policy();
+        // A slow cadence: 12 runs by the deadline, never the 20 a regression needs.
+        let mut c = check("slow-cron", false, runs(5, 12, 100, Status::Pass, 100));
+        c.baseline = Some(baseline(100.0));
+        let r = record(&p).evaluate(&p, &tick(600, vec![c.clone()], vec![]));
+        assert_eq!(r.verdict, Verdict::Pending);
+        assert_eq!(codes(&r), vec![ReasonCode::RegressionNotJudgedYet]);
+        let end = r.evaluate(&p, &tick(1200, vec![c], vec![]));
+        assert_eq!(end.verdict, Verdict::Inconclusive);
+        assert_eq!(end.decision, Decision::Hold);
+        assert_eq!(
+            codes(&end),
+            vec![
+                ReasonCode::MaxDurationReached,
+                ReasonCode::RegressionNotJudgedYet
+            ]
+        );
+        assert_eq!(end.reasons[1].check.as_deref(), Some("slow-cron"));
     }
 
     #[test]

@@ -42,29 +42,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // Config helpers.
 
-/// `s` as a TOML basic string.
-fn q(s: impl AsRef<str>) -> String {
-    toml::Value::String(s.as_ref().to_string()).to_string()
-}
+use common::q;
 
 /// Loads a config holding one check named "probe" of type `kind` with `keys` as its other keys.
 fn load(kind: &str, keys: &str) -> Config {
-    let dir = TempDir::new().unwrap();
-    std::fs::create_dir(dir.path().join("checks")).unwrap();
-    std::fs::write(
-        dir.path().join("bakewatch.toml"),
-        "checks = [\"checks/*.toml\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("checks/probe.toml"),
-        format!("[[check]]\nname = \"probe\"\ntype = \"{kind}\"\n{keys}\n"),
-    )
-    .unwrap();
-    match bakewatch::config::load(&dir.path().join("bakewatch.toml")) {
-        Ok(config) => config,
-        Err(e) => panic!("the config does not load:\n{e}\n--- check keys ---\n{keys}"),
-    }
+    common::probe_config(kind, keys)
 }
 
 /// Loads the check and runs it once through `execute`.

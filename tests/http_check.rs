@@ -6,6 +6,8 @@
 //! received, raw TCP servers for hostile behaviour and connection counting, and a rustls server
 //! with a private CA for TLS. Nothing else is contacted.
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,30 +34,12 @@ use tokio::net::{TcpListener, TcpStream};
 // ---------------------------------------------------------------------------------------------
 // Config helpers.
 
-/// `s` as a TOML basic string (for paths and URLs).
-fn q(s: impl AsRef<str>) -> String {
-    toml::Value::String(s.as_ref().to_string()).to_string()
-}
+use common::q;
 
 /// Loads a daemon file whose `checks = ["checks/*.toml"]` names one check file holding a single
 /// `[[check]]` named "probe" of type http, with `keys` as its other keys.
 fn load_config(keys: &str) -> Config {
-    let dir = TempDir::new().unwrap();
-    std::fs::create_dir(dir.path().join("checks")).unwrap();
-    std::fs::write(
-        dir.path().join("bakewatch.toml"),
-        "checks = [\"checks/*.toml\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("checks/http.toml"),
-        format!("[[check]]\nname = \"probe\"\ntype = \"http\"\n{keys}\n"),
-    )
-    .unwrap();
-    match bakewatch::config::load(&dir.path().join("bakewatch.toml")) {
-        Ok(config) => config,
-        Err(e) => panic!("the config does not load:\n{e}\n--- check keys ---\n{keys}"),
-    }
+    common::probe_config("http", keys)
 }
 
 fn load_check(keys: &str) -> Arc<CheckConfig> {

@@ -43,30 +43,12 @@ const DAY: i64 = 86_400;
 // ---------------------------------------------------------------------------------------------
 // Config helpers.
 
-/// `s` as a TOML basic string.
-fn q(s: impl AsRef<str>) -> String {
-    toml::Value::String(s.as_ref().to_string()).to_string()
-}
+use common::q;
 
 /// Loads a config whose one check file holds a single `[[check]]` named "probe" of type
 /// `kind`, with `keys` as its other keys.
 fn load_config(kind: &str, keys: &str) -> Config {
-    let dir = TempDir::new().unwrap();
-    std::fs::create_dir(dir.path().join("checks")).unwrap();
-    std::fs::write(
-        dir.path().join("bakewatch.toml"),
-        "checks = [\"checks/*.toml\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("checks/net.toml"),
-        format!("[[check]]\nname = \"probe\"\ntype = \"{kind}\"\n{keys}\n"),
-    )
-    .unwrap();
-    match bakewatch::config::load(&dir.path().join("bakewatch.toml")) {
-        Ok(config) => config,
-        Err(e) => panic!("the config does not load:\n{e}\n--- check keys ---\n{keys}"),
-    }
+    common::probe_config(kind, keys)
 }
 
 fn load_check(kind: &str, keys: &str) -> Arc<CheckConfig> {

@@ -748,3 +748,33 @@ pub fn metric_type(text: &str, family: &str) -> Option<String> {
         (name == family).then(|| kind.trim().to_string())
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Loading one check
+
+/// `s` as a TOML basic string (quoted and escaped).
+pub fn q(s: impl AsRef<str>) -> String {
+    toml::Value::String(s.as_ref().to_string()).to_string()
+}
+
+/// Loads a config whose `checks = ["checks/*.toml"]` names one file holding a single
+/// `[[check]]` named "probe" of type `kind`, with `keys` as its other keys. Panics with the
+/// diagnostics when it does not load.
+pub fn probe_config(kind: &str, keys: &str) -> bakewatch::config::Config {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    std::fs::create_dir(dir.path().join("checks")).expect("create checks/");
+    std::fs::write(
+        dir.path().join("bakewatch.toml"),
+        "checks = [\"checks/*.toml\"]\n",
+    )
+    .expect("write the daemon file");
+    std::fs::write(
+        dir.path().join("checks/probe.toml"),
+        format!("[[check]]\nname = \"probe\"\ntype = \"{kind}\"\n{keys}\n"),
+    )
+    .expect("write the check file");
+    match bakewatch::config::load(&dir.path().join("bakewatch.toml")) {
+        Ok(config) => config,
+        Err(e) => panic!("the config does not load:\n{e}\n--- check keys ---\n{keys}"),
+    }
+}

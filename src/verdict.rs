@@ -195,9 +195,7 @@ pub struct Run {
     pub started_at: SystemTime,
     #[serde(with = "millis", rename = "duration_ms")]
     pub duration: Duration,
-    #[serde(with = "status_name")]
     pub status: Status,
-    #[serde(with = "reason_name")]
     pub reason: Reason,
 }
 
@@ -1320,38 +1318,6 @@ mod millis {
         let ms = f64::deserialize(d)?;
         Duration::try_from_secs_f64(ms / 1000.0)
             .map_err(|e| serde::de::Error::custom(format!("bad duration {ms} ms: {e}")))
-    }
-}
-
-mod status_name {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(v: &Status, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.as_str())
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Status, D::Error> {
-        let text = String::deserialize(d)?;
-        Status::ALL
-            .into_iter()
-            .find(|v| v.as_str() == text)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown status {text:?}")))
-    }
-}
-
-mod reason_name {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(v: &Reason, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.as_str())
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Reason, D::Error> {
-        let text = String::deserialize(d)?;
-        Reason::ALL
-            .into_iter()
-            .find(|v| v.as_str() == text)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown reason {text:?}")))
     }
 }
 

@@ -12,7 +12,9 @@ use regex::Regex;
 use serde_json_path::JsonPath;
 use toml::de::DeValue;
 
-use crate::checks::outcome::{AssertionFailure, Observation, Reason, Status};
+use crate::checks::outcome::{
+    AssertionFailure, Observation, Observations, Outcome, Reason, Status,
+};
 use crate::config::reader::{
     Cx, TableReader, Value, as_f64, as_i128, closest, parse_duration, type_name,
 };
@@ -64,6 +66,38 @@ pub trait Subject {
     }
     fn observation(&self, _name: &str) -> Option<&Observation> {
         None
+    }
+}
+
+/// What a check with no response to query measured: its total duration and its named
+/// observations. The subject of every such check type's `expect`.
+#[derive(Debug)]
+pub struct Measured {
+    pub total: Duration,
+    pub observations: Observations,
+}
+
+impl Measured {
+    /// The outcome of a probe that succeeded: pass with `message`, or what `expect` says.
+    pub fn judged(self, expect: &[Assertion], message: String) -> Outcome {
+        let j = judge(expect, &self, false);
+        let mut o = Outcome::new(j.status, j.reason, j.message);
+        if j.status == Status::Pass {
+            o.message = message;
+        }
+        o.failed_assertions = j.failures;
+        o.observations = self.observations;
+        o
+    }
+}
+
+impl Subject for Measured {
+    fn duration(&self, kind: &str) -> Option<Duration> {
+        (kind == "total").then_some(self.total)
+    }
+
+    fn observation(&self, name: &str) -> Option<&Observation> {
+        self.observations.get(name)
     }
 }
 

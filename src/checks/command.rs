@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use super::assert::{Assertion, QueryScope, Subject, judge};
+use super::assert::{Assertion, Measured, QueryScope, judge};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
 use crate::config::Secret;
 use crate::config::reader::{At, ByteSize, Cx, TableReader};
@@ -247,7 +247,7 @@ impl CommandSpec {
             (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
             (None, None) => "ended without an exit code".to_string(),
         };
-        let run = Run {
+        let run = Measured {
             observations,
             total,
         };
@@ -438,27 +438,11 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-/// One run, as assertions see it.
-struct Run {
-    observations: Observations,
-    total: Duration,
-}
-
-impl Run {
+impl Measured {
     fn text(&self, name: &str) -> String {
         match self.observations.get(name) {
             Some(Observation::Text(t)) => t.clone(),
             _ => String::new(),
         }
-    }
-}
-
-impl Subject for Run {
-    fn duration(&self, kind: &str) -> Option<Duration> {
-        (kind == "total").then_some(self.total)
-    }
-
-    fn observation(&self, name: &str) -> Option<&Observation> {
-        self.observations.get(name)
     }
 }

@@ -30,9 +30,9 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
+use super::assert::Measured;
 use super::assert::{Assertion, QueryScope};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
-use super::tcp::Probed;
 use crate::config::reader::{At, Cx, TableReader, closest};
 
 /// What `expect` may ask of a dns check.
@@ -236,7 +236,7 @@ impl DnsSpec {
         if let Some(rcode) = &rcode {
             observations.set("rcode", Observation::Text(rcode.clone()));
         }
-        let probed = Probed {
+        let probed = Measured {
             total: start.elapsed(),
             observations,
         };

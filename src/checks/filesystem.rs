@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::assert::{Assertion, QueryScope, Subject, judge};
+use super::assert::{Assertion, Measured, QueryScope, judge};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
 use crate::config::reader::{At, Cx, TableReader};
 
@@ -140,7 +140,7 @@ impl FilesystemSpec {
                 };
                 let mut observations = Observations::default();
                 observations.set("exists", Observation::Bool(false));
-                let subject = Run {
+                let subject = Measured {
                     observations,
                     total: start.elapsed(),
                 };
@@ -176,7 +176,7 @@ impl FilesystemSpec {
         if let Some(w) = &found.write {
             observations.set("writable", Observation::Bool(w.is_ok()));
         }
-        let subject = Run {
+        let subject = Measured {
             observations,
             total: start.elapsed(),
         };
@@ -196,7 +196,7 @@ impl FilesystemSpec {
 /// otherwise the assertions decide (none: pass). `pass_message` words a passing run.
 fn judged(
     expect: &[Assertion],
-    subject: Run,
+    subject: Measured,
     write_failure: Option<String>,
     pass_message: impl FnOnce(&Observations) -> String,
 ) -> Outcome {
@@ -277,22 +277,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// One run, as assertions see it.
-struct Run {
-    observations: Observations,
-    total: Duration,
-}
-
-impl Subject for Run {
-    fn duration(&self, kind: &str) -> Option<Duration> {
-        (kind == "total").then_some(self.total)
-    }
-
-    fn observation(&self, name: &str) -> Option<&Observation> {
-        self.observations.get(name)
     }
 }
 

@@ -2,11 +2,11 @@
 //! delete round trip on a unique key with a TTL, over the text protocol. The four commands go
 //! out in one write and the replies are read in order, every line bounded in length.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt};
 
-use super::assert::{Assertion, QueryScope, Subject, judge};
+use super::assert::{Assertion, Measured, QueryScope, judge};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
 use super::redis::{Endpoint, Fault, conversation_fault, peek_timeout, read_line, show};
 use crate::config::reader::{At, Cx, TableReader};
@@ -102,7 +102,7 @@ impl MemcachedSpec {
             o.observations = observations;
             return o;
         }
-        let subject = Probe {
+        let subject = Measured {
             observations,
             total,
         };
@@ -256,22 +256,6 @@ fn value_header(line: &[u8], key: &str) -> Option<usize> {
         (None, _) => Some(len),
         (Some(cas), None) if cas.parse::<u64>().is_ok() => Some(len),
         _ => None,
-    }
-}
-
-/// What assertions see.
-struct Probe {
-    observations: Observations,
-    total: Duration,
-}
-
-impl Subject for Probe {
-    fn duration(&self, kind: &str) -> Option<Duration> {
-        (kind == "total").then_some(self.total)
-    }
-
-    fn observation(&self, name: &str) -> Option<&Observation> {
-        self.observations.get(name)
     }
 }
 

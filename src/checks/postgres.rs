@@ -397,7 +397,7 @@ pub(crate) mod shared {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    use crate::checks::assert::{Assertion, QueryScope, Subject, judge};
+    use crate::checks::assert::{Assertion, Measured, QueryScope, judge};
     use crate::checks::outcome::{Observation, Observations, Outcome, Reason, Status};
     use crate::config::reader::{At, Cx, TableReader, Value, parse_duration};
 
@@ -857,21 +857,6 @@ pub(crate) mod shared {
         s[..end].to_string()
     }
 
-    struct SqlSubject {
-        observations: Observations,
-        total: Duration,
-    }
-
-    impl Subject for SqlSubject {
-        fn duration(&self, kind: &str) -> Option<Duration> {
-            (kind == "total").then_some(self.total)
-        }
-
-        fn observation(&self, name: &str) -> Option<&Observation> {
-            self.observations.get(name)
-        }
-    }
-
     /// The outcome of a run whose query succeeded: observations `value` (absent for NULL
     /// or no row) and `rows`, then the assertions.
     pub fn judged(expect: &[Assertion], rs: ResultSet, total: Duration) -> Outcome {
@@ -880,7 +865,7 @@ pub(crate) mod shared {
             observations.set("value", Observation::Text(v.clone()));
         }
         observations.set("rows", Observation::Number(rs.rows as f64));
-        let subject = SqlSubject {
+        let subject = Measured {
             observations,
             total,
         };

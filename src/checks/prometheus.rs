@@ -30,7 +30,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::assert::{Assertion, QueryScope, Subject, judge};
+use super::assert::{Assertion, Measured, QueryScope, judge};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
 use crate::config::Secret;
 use crate::config::reader::{At, Cx, TableReader};
@@ -310,7 +310,7 @@ impl PrometheusSpec {
             }
         };
         observations.set("value", Observation::Number(value));
-        let run = Run {
+        let run = Measured {
             observations,
             total,
         };
@@ -482,22 +482,6 @@ fn snippet(body: &[u8]) -> String {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// One run, as assertions see it.
-struct Run {
-    observations: Observations,
-    total: Duration,
-}
-
-impl Subject for Run {
-    fn duration(&self, kind: &str) -> Option<Duration> {
-        (kind == "total").then_some(self.total)
-    }
-
-    fn observation(&self, name: &str) -> Option<&Observation> {
-        self.observations.get(name)
-    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tokio::io::{
 };
 use tokio::net::TcpStream;
 
-use super::assert::{Assertion, QueryScope, Subject, judge};
+use super::assert::{Assertion, Measured, QueryScope, judge};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
 use crate::config::Secret;
 use crate::config::reader::{At, Cx, TableReader, Value, closest, parse_duration};
@@ -279,7 +279,7 @@ impl RedisSpec {
                 o
             }
             Ok(summary) => {
-                let subject = Probe {
+                let subject = Measured {
                     observations,
                     total,
                 };
@@ -1048,21 +1048,6 @@ fn parse_tls(v: Option<&Value<'_>>, host: &Endpoint, cx: &mut Cx) -> Option<Tls>
 
 // ---------------------------------------------------------------------------------------------
 // What assertions see.
-
-struct Probe {
-    observations: Observations,
-    total: Duration,
-}
-
-impl Subject for Probe {
-    fn duration(&self, kind: &str) -> Option<Duration> {
-        (kind == "total").then_some(self.total)
-    }
-
-    fn observation(&self, name: &str) -> Option<&Observation> {
-        self.observations.get(name)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! The `tcp` check: resolve and connect (a fresh connection per run), optionally complete a
 //! TLS handshake, send a greeting and read a banner the server must answer with. Also the
 //! pieces the other socket-level types (`tls`) share: the `host:port` [`Address`] with its
-//! resolve-then-connect step, and [`Probed`], the subject their assertions are judged on.
+//! resolve-then-connect step, and [`Measured`], the subject their assertions are judged on.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -11,8 +11,8 @@ use regex::Regex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::assert::{Assertion, QueryScope, Subject, judge};
-use super::outcome::{AssertionFailure, Observation, Observations, Outcome, Reason, Status};
+use super::assert::{Assertion, Measured, QueryScope};
+use super::outcome::{AssertionFailure, Observation, Observations, Outcome, Reason};
 use super::tls::TlsClient;
 use crate::config::reader::{At, Cx, FromToml, TableReader, Value};
 
@@ -92,7 +92,7 @@ impl TcpSpec {
                 Err(e) => return Outcome::fail(Reason::Tls, format!("tls: {e}")),
             },
         };
-        let probed = Probed {
+        let probed = Measured {
             total: start.elapsed(),
             observations: match &exchanged {
                 Ok(Some(banner)) | Err(Failed::Mismatch(banner)) => {
@@ -378,37 +378,6 @@ impl FromToml for Address {
 
 // ---------------------------------------------------------------------------------------------
 // The judged subject
-
-/// What a socket-level probe measured, as assertions see it: the total duration and the
-/// named observations.
-pub(crate) struct Probed {
-    pub(crate) total: Duration,
-    pub(crate) observations: Observations,
-}
-
-impl Probed {
-    /// The outcome of a probe that succeeded: pass with `message`, or what `expect` says.
-    pub(crate) fn judged(self, expect: &[Assertion], message: String) -> Outcome {
-        let j = judge(expect, &self, false);
-        let mut o = Outcome::new(j.status, j.reason, j.message);
-        if j.status == Status::Pass {
-            o.message = message;
-        }
-        o.failed_assertions = j.failures;
-        o.observations = self.observations;
-        o
-    }
-}
-
-impl Subject for Probed {
-    fn duration(&self, kind: &str) -> Option<Duration> {
-        (kind == "total").then_some(self.total)
-    }
-
-    fn observation(&self, name: &str) -> Option<&Observation> {
-        self.observations.get(name)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -29,9 +29,10 @@ use tokio_rustls::client::TlsStream;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::assert::Measured;
 use super::assert::{Assertion, QueryScope};
 use super::outcome::{Observation, Observations, Outcome, Reason};
-use super::tcp::{Address, Probed};
+use super::tcp::Address;
 use crate::config::reader::{At, Cx, TableReader, Value, type_name};
 use crate::metrics::CERT_EXPIRY_OBSERVATION;
 
@@ -145,7 +146,7 @@ impl TlsSpec {
         observations.set("subject", Observation::Text(cert.subject.clone()));
         observations.set("san", Observation::List(cert.san.clone()));
         observations.set("verified", Observation::Bool(problem.is_none()));
-        let probed = Probed {
+        let probed = Measured {
             total,
             observations,
         };

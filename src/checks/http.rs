@@ -32,10 +32,34 @@ enum Body {
     Form(Vec<(String, String)>),
 }
 
+/// `auth = { bearer = … }` or `{ username = …, password = … }` (shared with `prometheus`).
 #[derive(Debug)]
-enum Auth {
+pub(crate) enum Auth {
     Bearer(Secret),
     Basic { username: String, password: Secret },
+}
+
+impl Auth {
+    /// Reads an `auth` table; every problem is reported.
+    pub(crate) fn parse(v: &crate::config::reader::Value<'_>, cx: &mut Cx) -> Option<Auth> {
+        parse_auth(v, cx)
+    }
+
+    /// The secret part, for redaction.
+    pub(crate) fn secret(&self) -> &Secret {
+        match self {
+            Auth::Bearer(s) => s,
+            Auth::Basic { password, .. } => password,
+        }
+    }
+
+    /// Adds the Authorization header.
+    pub(crate) fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::Bearer(token) => req.bearer_auth(token.expose()),
+            Auth::Basic { username, password } => req.basic_auth(username, Some(password.expose())),
+        }
+    }
 }
 
 /// A validated http check, with its client ready.
@@ -62,11 +86,7 @@ impl HttpSpec {
             .filter(|(_, v)| v.is_from_source())
             .map(|(_, v)| v.expose().to_string())
             .collect();
-        match &self.auth {
-            Some(Auth::Bearer(s)) => out.push(s.expose().to_string()),
-            Some(Auth::Basic { password, .. }) => out.push(password.expose().to_string()),
-            None => {}
-        }
+        out.extend(self.auth.iter().map(|a| a.secret().expose().to_string()));
         out
     }
 
@@ -176,13 +196,9 @@ impl HttpSpec {
         for (name, value) in &self.headers {
             req = req.header(name, value.expose());
         }
-        req = match &self.auth {
-            Some(Auth::Bearer(token)) => req.bearer_auth(token.expose()),
-            Some(Auth::Basic { username, password }) => {
-                req.basic_auth(username, Some(password.expose()))
-            }
-            None => req,
-        };
+        if let Some(auth) = &self.auth {
+            req = auth.apply(req);
+        }
         req = match &self.body {
             Body::None => req,
             Body::Raw(s) => req.body(s.clone()),

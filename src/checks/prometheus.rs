@@ -31,8 +31,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::assert::{Assertion, Measured, QueryScope, judge};
+use super::http::Auth;
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
-use crate::config::Secret;
 use crate::config::reader::{At, Cx, TableReader};
 
 /// What `expect` may ask of a prometheus check.
@@ -81,12 +81,6 @@ enum NoData {
     Error,
     Fail,
     Pass,
-}
-
-#[derive(Debug)]
-enum Auth {
-    Bearer(Secret),
-    Basic { username: String, password: Secret },
 }
 
 /// A validated prometheus check, with its client ready.
@@ -151,7 +145,7 @@ impl PrometheusSpec {
                 }
             },
         };
-        let auth = t.get("auth").and_then(|v| parse_auth(v, cx));
+        let auth = t.get("auth").and_then(|v| Auth::parse(v, cx));
         let client = reqwest::Client::builder()
             .user_agent(concat!("bakewatch/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
@@ -185,13 +179,9 @@ impl PrometheusSpec {
             .get(self.endpoint.clone())
             .query(&[("query", self.query.as_str())])
             .header(reqwest::header::ACCEPT, "application/json");
-        req = match &self.auth {
-            Some(Auth::Bearer(token)) => req.bearer_auth(token.expose()),
-            Some(Auth::Basic { username, password }) => {
-                req.basic_auth(username, Some(password.expose()))
-            }
-            None => req,
-        };
+        if let Some(auth) = &self.auth {
+            req = auth.apply(req);
+        }
         let mut resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -335,11 +325,10 @@ impl PrometheusSpec {
     }
 
     pub(crate) fn secret_values(&self) -> Vec<String> {
-        match &self.auth {
-            Some(Auth::Bearer(s)) => vec![s.expose().to_string()],
-            Some(Auth::Basic { password, .. }) => vec![password.expose().to_string()],
-            None => Vec::new(),
-        }
+        self.auth
+            .iter()
+            .map(|a| a.secret().expose().to_string())
+            .collect()
     }
 }
 
@@ -361,28 +350,6 @@ fn query_endpoint(s: &str) -> Result<Url, String> {
         url.set_path(&path);
     }
     Ok(url)
-}
-
-fn parse_auth(v: &crate::config::reader::Value<'_>, cx: &mut Cx) -> Option<Auth> {
-    let mut t = TableReader::new(v, "auth", cx)?;
-    let before = cx.diags.len();
-    let bearer: Option<Secret> = t.opt("bearer", cx);
-    let username: Option<String> = t.opt("username", cx);
-    let password: Option<Secret> = t.opt("password", cx);
-    t.finish(cx);
-    match (bearer, username, password) {
-        (Some(b), None, None) => Some(Auth::Bearer(b)),
-        (None, Some(username), Some(password)) => Some(Auth::Basic { username, password }),
-        // A value that did not resolve is already reported where it is written.
-        _ if cx.diags.len() > before => None,
-        _ => {
-            cx.error(
-                v.span(),
-                "auth: write { bearer = … } or { username = …, password = … }",
-            );
-            None
-        }
-    }
 }
 
 /// The query API's envelope.

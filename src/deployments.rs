@@ -17,6 +17,7 @@ use crate::history::Baseline;
 use crate::rules::{self, AlertState, RuleState};
 use crate::runtime::{OutcomeEvent, Runtime};
 use crate::store::{DeploymentRow, DeploymentState, Insertion, Store, StoreError};
+use crate::template::DeploymentVars;
 use crate::util::unix_millis;
 use crate::verdict::{
     CheckInput, RuleSignal, RunDetail, TickInput, Verdict, VerdictPolicy, VerdictRecord,
@@ -70,6 +71,38 @@ impl Windows {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+}
+
+/// Each service's latest deployment (cancelled ones aside): what `{{ deployment.* }}` in its
+/// checks resolve to. Read by every check run, written on registration and cancel.
+#[derive(Debug, Default)]
+pub struct Latest {
+    by_service: RwLock<HashMap<String, Arc<DeploymentVars>>>,
+}
+
+impl Latest {
+    pub fn latest(&self, service: &str) -> Option<Arc<DeploymentVars>> {
+        if service.is_empty() {
+            return None;
+        }
+        self.by_service
+            .read()
+            .expect("not poisoned")
+            .get(service)
+            .cloned()
+    }
+
+    pub fn set(&self, service: &str, vars: Option<DeploymentVars>) {
+        let mut map = self.by_service.write().expect("not poisoned");
+        match vars {
+            Some(v) => {
+                map.insert(service.to_string(), Arc::new(v));
+            }
+            None => {
+                map.remove(service);
+            }
+        }
     }
 }
 
@@ -234,7 +267,32 @@ impl Deployments {
             shutdown,
         });
         me.refresh_windows(now);
+        let mut services: Vec<&str> = me
+            .rt
+            .checks
+            .iter()
+            .map(|c| c.config.service.as_str())
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        for service in services.into_iter().filter(|s| !s.is_empty()) {
+            me.refresh_latest(service).await?;
+        }
         Ok(me)
+    }
+
+    /// Re-reads which deployment `{{ deployment.* }}` in `service`'s checks name.
+    async fn refresh_latest(&self, service: &str) -> Result<(), StoreError> {
+        let vars = match self.store.latest_deployment(service).await? {
+            Some(row) => Some(DeploymentVars {
+                id: row.id,
+                version: row.version,
+                environment: row.environment,
+            }),
+            None => None,
+        };
+        self.rt.deployed.set(service, vars);
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -323,7 +381,16 @@ impl Deployments {
             .insert_deployment(deployment.row(created_at_ms)?)
             .await?
         {
-            Insertion::Inserted => {}
+            // From here on, its service's checks name it (set at once: runs started after
+            // registration count towards its verdict).
+            Insertion::Inserted => self.rt.deployed.set(
+                &deployment.service,
+                Some(DeploymentVars {
+                    id: id.clone(),
+                    version: deployment.version.clone(),
+                    environment: deployment.environment.clone(),
+                }),
+            ),
             // A concurrent registration of the same id won the race.
             Insertion::Existing(row) => {
                 let existing = Deployment::of_row(&row)?;
@@ -378,6 +445,7 @@ impl Deployments {
         }
         d.verdict = d.verdict.cancel(SystemTime::now());
         self.persist(&d, row.created_at_ms).await?;
+        self.refresh_latest(&d.service).await?;
         tracing::info!(deployment = %id, "deployment cancelled");
         self.update_active(d.clone(), row.created_at_ms);
         self.refresh_windows(SystemTime::now());

@@ -8,7 +8,8 @@
 //! - [`checks`]: the [`checks::Outcome`] of a run, the shared assertion vocabulary
 //!   ([`checks::assert`]), and one module per check type.
 //! - [`journey`]: the `journey` check type: ordered HTTP steps with captures, cookies,
-//!   retries, budgets and cleanup; `{{ }}` templates.
+//!   retries, budgets and cleanup.
+//! - [`template`]: `{{ }}` templates (journey captures, secrets, deployment variables).
 //! - [`cronexpr`]: POSIX crontab expressions on top of the `cron` crate.
 //! - [`scheduler`]: when each check runs (interval / cron, jitter, concurrency limit).
 //! - [`runtime`]: the one path an outcome flows through (timeout, redaction, history,
@@ -42,5 +43,6 @@ pub mod rules;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod template;
 pub mod util;
 pub mod verdict;

@@ -10,6 +10,7 @@ use crate::checks::{Outcome, Reason, Status};
 use crate::config::{CheckConfig, Config};
 use crate::history::History;
 use crate::metrics::{CheckMetrics, Metrics};
+use crate::template::DeploymentVars;
 
 /// Replaces secret values in free text (outcome messages, assertion details).
 #[derive(Debug, Default, Clone)]
@@ -96,6 +97,8 @@ pub struct Runtime {
     pub started_at: SystemTime,
     /// Which services are inside their post-deploy window (the scheduler's cadence).
     pub windows: Arc<crate::deployments::Windows>,
+    /// Each service's latest deployment: what `{{ deployment.* }}` in its checks name.
+    pub deployed: Arc<crate::deployments::Latest>,
     /// Where every recorded outcome is announced (the deployments task), when it runs.
     events: Option<tokio::sync::mpsc::UnboundedSender<OutcomeEvent>>,
 }
@@ -137,6 +140,7 @@ impl Runtime {
             ready: AtomicBool::new(false),
             started_at: SystemTime::now(),
             windows: Arc::new(crate::deployments::Windows::default()),
+            deployed: Arc::new(crate::deployments::Latest::default()),
             events: None,
         }
     }
@@ -157,7 +161,8 @@ impl Runtime {
 
     /// Runs a check once and records the outcome everywhere.
     pub async fn run_check(&self, state: &CheckState) -> Arc<Outcome> {
-        let mut outcome = execute(&state.config).await;
+        let deployment = self.deployed.latest(&state.config.service);
+        let mut outcome = execute_with(&state.config, deployment).await;
         self.redactor.scrub_outcome(&mut outcome);
         let outcome = Arc::new(outcome);
         self.record(state, outcome.clone());
@@ -203,14 +208,41 @@ impl Runtime {
 }
 
 /// Runs a check under its hard timeout, in its own task so a panicking probe becomes an
-/// `internal` error instead of taking the scheduler down.
+/// `internal` error instead of taking the scheduler down. Its service has no deployment: see
+/// [`execute_with`].
 pub async fn execute(check: &Arc<CheckConfig>) -> Outcome {
+    execute_with(check, None).await
+}
+
+/// [`execute`], with `deployment` as what the check's `{{ deployment.* }}` name (its
+/// service's latest deployment, if any).
+pub async fn execute_with(
+    check: &Arc<CheckConfig>,
+    deployment: Option<Arc<DeploymentVars>>,
+) -> Outcome {
     let started_at = SystemTime::now();
     let start = Instant::now();
+    if deployment.is_none() && check.spec.uses_deployment() {
+        let mut o = Outcome::error(
+            Reason::Config,
+            format!(
+                "the request names {{{{ deployment.* }}}}, and service {:?} has no deployment yet",
+                check.service
+            ),
+        );
+        o.started_at = started_at;
+        return o;
+    }
+    let skipped = if deployment.is_none() {
+        check.deployment_assertions()
+    } else {
+        Vec::new()
+    };
     let timeout = check.timeout;
     let c = check.clone();
-    let task =
-        tokio::spawn(async move { tokio::time::timeout(timeout, c.spec.run(&c.expect)).await });
+    let task = tokio::spawn(crate::template::with_deployment(deployment, async move {
+        tokio::time::timeout(timeout, c.spec.run(&c.expect)).await
+    }));
     let mut outcome = match task.await {
         Ok(Ok(o)) => o,
         Ok(Err(_elapsed)) => {
@@ -234,6 +266,15 @@ pub async fn execute(check: &Arc<CheckConfig>) -> Outcome {
     };
     outcome.started_at = started_at;
     outcome.duration = start.elapsed();
+    if !skipped.is_empty() {
+        let n = skipped.len();
+        outcome.message.push_str(&format!(
+            " ({n} assertion{} skipped until service {:?} has a deployment)",
+            if n == 1 { "" } else { "s" },
+            check.service
+        ));
+        outcome.skipped_assertions = skipped;
+    }
     outcome
 }
 

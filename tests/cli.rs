@@ -236,6 +236,24 @@ const CASES: &[Case] = &[
             &["\"more/*.toml\"", "matches no file"],
         )],
     },
+    Case {
+        kind: "deployment variable in a check without a service",
+        daemon: DAEMON_FILE,
+        checks: "[[check]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\nexpect = [ { jsonpath = \"$.v\", eq = \"{{ deployment.version }}\" } ]\n",
+        expect: &[(
+            "checks/a.toml:3:8: ",
+            &["deployment", "give the check a `service`"],
+        )],
+    },
+    Case {
+        kind: "misspelt deployment variable",
+        daemon: DAEMON_FILE,
+        checks: "[[check]]\nname = \"a\"\nservice = \"shop\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/v/{{ deployment.verison }}\"\n",
+        expect: &[(
+            "checks/a.toml:5:7: ",
+            &["url", "`version`, `id` and `environment`"],
+        )],
+    },
 ];
 
 /// Runs `validate` on a case's files (from inside their temp dir, so paths print relative).

@@ -462,3 +462,68 @@ expect = [ {{ status = 200 }} ]
         assert!(!text.contains(&token));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_version_check_proves_the_new_version_serves() {
+    // The target answers {"version": "1.2.3"} whatever is registered.
+    let target = Target::start().await;
+    let checks = format!(
+        "[[check]]\nname = \"shop-version\"\nservice = \"shop\"\ntype = \"http\"\nurl = \"{}\"\ninterval = \"200ms\"\ntimeout = \"2s\"\ncritical = true\nexpect = [ {{ jsonpath = \"$.version\", eq = \"{{{{ deployment.version }}}}\" }} ]\n",
+        target.url("/health")
+    );
+    let mut d = start(&checks).await;
+
+    // Before any deployment the version assertion is skipped, and the API says so.
+    let v = d
+        .wait_check("shop-version", "has run", Duration::from_secs(10), |v| {
+            v["last_outcome"]["status"] == "pass"
+        })
+        .await;
+    assert_eq!(
+        v["last_outcome"]["skipped_assertions"][0],
+        "jsonpath $.version eq \"{{ deployment.version }}\"",
+        "{v}"
+    );
+
+    // The version that serves is the one registered: pass.
+    register(
+        &d,
+        json!({"id": "v-good", "service": "shop", "version": "1.2.3"}),
+    )
+    .await;
+    let verdict = concluded(&d, "v-good", Duration::from_secs(15)).await;
+    assert_eq!(verdict["verdict"], "pass", "{verdict}");
+
+    // A deploy that never reached the servers: the old version still answers → fail fast.
+    register(
+        &d,
+        json!({"id": "v-stale", "service": "shop", "version": "2.0.0"}),
+    )
+    .await;
+    let verdict = concluded(&d, "v-stale", Duration::from_secs(10)).await;
+    assert_eq!(verdict["verdict"], "fail", "{verdict}");
+    assert_eq!(verdict["reasons"][0]["code"], "CRITICAL_CHECK_FAILED");
+    let message = verdict["reasons"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("expected eq \"2.0.0\", got \"1.2.3\""),
+        "{verdict}"
+    );
+
+    // After kill -9 the checks still name the latest deployment (from the store).
+    d.kill9_and_restart().await;
+    let v = d
+        .wait_check(
+            "shop-version",
+            "fails against 2.0.0",
+            Duration::from_secs(10),
+            |v| v["last_outcome"]["status"] == "fail",
+        )
+        .await;
+    assert!(
+        v["last_outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"2.0.0\""),
+        "{v}"
+    );
+}

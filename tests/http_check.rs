@@ -21,7 +21,8 @@ use axum::response::Response;
 use bakewatch::checks::{Observation, Outcome, Reason, Status};
 use bakewatch::config::{CheckConfig, Config};
 use bakewatch::metrics::Metrics;
-use bakewatch::runtime::{Runtime, execute};
+use bakewatch::runtime::{Runtime, execute, execute_with};
+use bakewatch::template::DeploymentVars;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -112,6 +113,7 @@ async fn env_in_child(test: &str, var: &str) -> Option<String> {
 struct Seen {
     method: Method,
     path: String,
+    query: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -201,6 +203,7 @@ async fn target() -> Target {
                 log.lock().unwrap().push(Seen {
                     method,
                     path: uri.path().to_string(),
+                    query: uri.query().map(str::to_string),
                     headers: headers.clone(),
                     body,
                 });
@@ -1192,4 +1195,75 @@ expect = [ {{ body = true, contains = "nope" }} ]
             Some(format!("Bearer {token}").as_str())
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// {{ deployment.* }}
+
+fn deployment(version: &str) -> Option<Arc<DeploymentVars>> {
+    Some(Arc::new(DeploymentVars {
+        id: "shop-42".into(),
+        version: version.into(),
+        environment: "staging".into(),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployment_variables_reach_the_url_headers_and_expectations() {
+    let t = target().await;
+    let check = load_check(&format!(
+        "service = \"shop\"\nurl = {}\nheaders = {{ x-deployment = \"{{{{ deployment.id }}}}@{{{{ deployment.environment }}}}\" }}\nexpect = [ {{ header = \"x-build\", eq = \"{{{{ deployment.version }}}}\" }} ]",
+        q(t.url("/cookies?v={{ deployment.version }}"))
+    ));
+    let o = execute_with(&check, deployment("1.2.3")).await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+    let seen = t.only();
+    assert_eq!(seen.path, "/cookies");
+    assert_eq!(seen.query.as_deref(), Some("v=1.2.3"));
+    assert_eq!(seen.header("x-deployment"), Some("shop-42@staging"));
+
+    // A newer version is registered, the old one still answers: the commonest silent failure.
+    let o = execute_with(&check, deployment("1.3.0")).await;
+    assert_outcome(&o, Status::Fail, Reason::Assertion);
+    assert_eq!(
+        o.message,
+        "header x-build: expected eq \"1.3.0\", got \"1.2.3\""
+    );
+
+    // Before any deployment, a request naming one cannot be made.
+    let o = execute(&check).await;
+    assert_outcome(&o, Status::Error, Reason::Config);
+    assert!(
+        o.message.contains("service \"shop\" has no deployment yet"),
+        "{}",
+        o.message
+    );
+    assert_eq!(t.seen().len(), 2, "no request without a deployment");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_the_first_deployment_such_expectations_are_skipped_and_said_so() {
+    let t = target().await;
+    let check = load_check(&format!(
+        "service = \"shop\"\nurl = {}\nexpect = [ {{ status = 200 }}, {{ header = \"x-build\", eq = \"{{{{ deployment.version }}}}\" }} ]",
+        q(t.url("/cookies"))
+    ));
+    let o = execute(&check).await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+    assert_eq!(
+        o.skipped_assertions,
+        vec!["header x-build eq \"{{ deployment.version }}\"".to_string()]
+    );
+    assert!(
+        o.message
+            .ends_with("(1 assertion skipped until service \"shop\" has a deployment)"),
+        "{}",
+        o.message
+    );
+    // The status assertion is still judged.
+    let check = load_check(&format!(
+        "service = \"shop\"\nurl = {}\nexpect = [ {{ status = 200 }}, {{ header = \"x-build\", eq = \"{{{{ deployment.version }}}}\" }} ]",
+        q(t.url("/status/500"))
+    ));
+    assert_outcome(&execute(&check).await, Status::Fail, Reason::Status);
 }

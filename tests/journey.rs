@@ -1405,3 +1405,39 @@ fn validate_locates_each_mistake_in_a_journey_file() {
     );
     assert!(out.stdout.is_empty(), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// {{ deployment.* }}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_name_the_services_latest_deployment() {
+    let lab = Lab::start().await;
+    let rt = lab.runtime(&lab.journey(
+        "checkout",
+        &[(
+            "search",
+            r#"headers = { authorization = "Bearer {{ token }}", x-deployed-version = "{{ deployment.version }}" }"#,
+        )],
+    ));
+    let check = rt.checks[0].clone();
+
+    // Before the service's first deployment the journey cannot send what it names.
+    let o = rt.run_check(&check).await;
+    assert_outcome(&o, Status::Error, Reason::Config);
+    assert!(o.message.contains("no deployment yet"), "{}", o.message);
+    assert!(lab.shop.seen().is_empty(), "no request was made");
+
+    rt.deployed.set(
+        "shop",
+        Some(bakewatch::template::DeploymentVars {
+            id: "shop-9".into(),
+            version: "3.1.4".into(),
+            environment: "prod".into(),
+        }),
+    );
+    let o = rt.run_check(&check).await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+    let search = lab.shop.seen_at(Method::GET, "/search");
+    assert_eq!(search.len(), 1);
+    assert_eq!(search[0].header("x-deployed-version"), Some("3.1.4"));
+}

@@ -18,6 +18,7 @@ use crate::checks::outcome::{
 use crate::config::reader::{
     Cx, TableReader, Value, as_f64, as_i128, closest, parse_duration, type_name,
 };
+use crate::template::{DeploymentVars, Scope, Template};
 
 /// Which queries a check type offers.
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +174,9 @@ pub struct Assertion {
     predicate: Predicate,
     not: bool,
     warn: bool,
+    /// The operand names `{{ deployment.* }}`: resolved per run against the run's deployment
+    /// ([`crate::template::current`]), skipped while there is none.
+    deployment: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +209,8 @@ enum Predicate {
     Ge(Val),
     Contains(Val),
     Matches(Regex),
+    /// `matches` naming `{{ deployment.* }}`: compiled per run with the values escaped.
+    MatchesTemplate(String),
     Exists(bool),
     In(Vec<Val>),
     StartsWith(String),
@@ -408,6 +414,15 @@ impl Assertion {
             }
         };
 
+        let deployment = match &predicate {
+            Some(p) => {
+                let span = preds
+                    .first()
+                    .map_or_else(|| r.span.clone(), |(k, _)| key_span(&r, k));
+                deployment_operands(p, span, cx)
+            }
+            None => false,
+        };
         let not = r.or("not", false, cx);
         let warn = match r.get("severity") {
             None => false,
@@ -444,8 +459,52 @@ impl Assertion {
                 predicate,
                 not,
                 warn,
+                deployment,
             }),
             _ => None,
+        }
+    }
+
+    /// Whether the expected value names `{{ deployment.* }}`.
+    pub fn uses_deployment(&self) -> bool {
+        self.deployment
+    }
+
+    /// This assertion with `{{ deployment.* }}` replaced by the deployment's values.
+    fn resolved(&self, d: &DeploymentVars) -> Assertion {
+        let scope = Scope::of_deployment(Some(std::sync::Arc::new(d.clone())));
+        let text = |s: &String| match Template::parse(s) {
+            Ok(t) if t.uses_deployment() => t.render(&scope),
+            _ => s.clone(),
+        };
+        let val = |v: &Val| match v {
+            Val::Text(s) => Val::Text(text(s)),
+            other => other.clone(),
+        };
+        let predicate = match &self.predicate {
+            Predicate::Eq(v) => Predicate::Eq(val(v)),
+            Predicate::Ne(v) => Predicate::Ne(val(v)),
+            Predicate::Lt(v) => Predicate::Lt(val(v)),
+            Predicate::Le(v) => Predicate::Le(val(v)),
+            Predicate::Gt(v) => Predicate::Gt(val(v)),
+            Predicate::Ge(v) => Predicate::Ge(val(v)),
+            Predicate::Contains(v) => Predicate::Contains(val(v)),
+            Predicate::In(items) => Predicate::In(items.iter().map(val).collect()),
+            Predicate::StartsWith(p) => Predicate::StartsWith(text(p)),
+            Predicate::EndsWith(p) => Predicate::EndsWith(text(p)),
+            Predicate::MatchesTemplate(src) => match render_regex(src, d) {
+                Ok(re) => Predicate::Matches(re),
+                // Escaped values cannot make a pattern that compiled at load invalid; should
+                // one, the assertion stays unresolved and fails with a note.
+                Err(_) => Predicate::MatchesTemplate(src.clone()),
+            },
+            Predicate::Matches(re) => Predicate::Matches(re.clone()),
+            Predicate::Exists(b) => Predicate::Exists(*b),
+        };
+        Assertion {
+            predicate,
+            deployment: false,
+            ..self.clone()
         }
     }
 
@@ -469,8 +528,15 @@ impl Assertion {
         }
     }
 
-    /// Evaluates the assertion; `Err` explains what was expected and what came.
+    /// Evaluates the assertion; `Err` explains what was expected and what came. An assertion
+    /// naming `{{ deployment.* }}` is judged against the run's deployment (see [`judge`] for
+    /// runs without one).
     pub fn evaluate(&self, subject: &dyn Subject) -> Result<(), AssertionFailure> {
+        if self.deployment
+            && let Some(d) = crate::template::current()
+        {
+            return self.resolved(&d).evaluate(subject);
+        }
         self.check(subject).map_err(|actual| AssertionFailure {
             assertion: self.to_string(),
             expected: self.expected(),
@@ -544,6 +610,7 @@ impl Assertion {
             Predicate::Ge(v) => format!("ge {}", self.operand(v)),
             Predicate::Contains(v) => format!("contains {}", self.operand(v)),
             Predicate::Matches(re) => format!("matches {}", quote(re.as_str())),
+            Predicate::MatchesTemplate(src) => format!("matches {}", quote(src)),
             Predicate::Exists(true) => "exists".to_string(),
             Predicate::Exists(false) => "exists false".to_string(),
             Predicate::In(vs) => {
@@ -686,6 +753,7 @@ impl Assertion {
             Predicate::Ge(e) => order(a, e).map(Ordering::is_ge),
             Predicate::Contains(e) => contains(a, e),
             Predicate::Matches(re) => text_of(a, "matches").map(|t| re.is_match(&t)),
+            Predicate::MatchesTemplate(_) => Err("no deployment to resolve it against".into()),
             Predicate::Exists(want) => Ok(*want),
             Predicate::In(items) => {
                 let mut problem = None;
@@ -747,6 +815,10 @@ pub fn judge(assertions: &[Assertion], subject: &dyn Subject, implicit_2xx: bool
         ));
     }
     for a in assertions {
+        // Skipped before the service's first deployment; the runner reports which.
+        if a.uses_deployment() && crate::template::current().is_none() {
+            continue;
+        }
         if let Err(f) = a.evaluate(subject) {
             failed.push((a.is_status(), a.failure_message(&f), f));
         }
@@ -925,6 +997,43 @@ fn parse_status_shorthand(v: &Value<'_>, cx: &mut Cx) -> Option<Predicate> {
 
 /// One predicate's operand. `durations`: the query is a duration, so comparison operands must
 /// be duration strings and text predicates make no sense.
+/// Whether the predicate's operand names `{{ deployment.* }}`; a malformed deployment
+/// reference is reported (any other `{{` is literal text, as it always was).
+fn deployment_operands(p: &Predicate, span: Range<usize>, cx: &mut Cx) -> bool {
+    let mut texts: Vec<&str> = Vec::new();
+    fn push<'a>(texts: &mut Vec<&'a str>, v: &'a Val) {
+        if let Val::Text(s) = v {
+            texts.push(s);
+        }
+    }
+    match p {
+        Predicate::Eq(v)
+        | Predicate::Ne(v)
+        | Predicate::Lt(v)
+        | Predicate::Le(v)
+        | Predicate::Gt(v)
+        | Predicate::Ge(v)
+        | Predicate::Contains(v) => push(&mut texts, v),
+        Predicate::In(items) => items.iter().for_each(|v| push(&mut texts, v)),
+        Predicate::StartsWith(t) | Predicate::EndsWith(t) => texts.push(t),
+        Predicate::MatchesTemplate(src) => texts.push(src),
+        Predicate::Matches(_) => {}
+        Predicate::Exists(_) => {}
+    }
+    let mut uses = false;
+    for text in texts {
+        if !text.contains("deployment.") || !text.contains("{{") {
+            continue;
+        }
+        match Template::parse(text) {
+            Ok(t) if t.uses_deployment() => uses = true,
+            Ok(_) => {}
+            Err(e) => cx.error(span.clone(), e),
+        }
+    }
+    uses
+}
+
 fn parse_predicate(key: &str, v: &Value<'_>, durations: bool, cx: &mut Cx) -> Option<Predicate> {
     let dv = v.get_ref();
     let string = |cx: &mut Cx| -> Option<String> {
@@ -976,6 +1085,19 @@ fn parse_predicate(key: &str, v: &Value<'_>, durations: bool, cx: &mut Cx) -> Op
         "contains" => Some(Predicate::Contains(from_toml(dv))),
         "matches" => {
             let s = string(cx)?;
+            if s.contains("{{")
+                && let Ok(t) = Template::parse(&s)
+                && t.uses_deployment()
+            {
+                // Checked with stand-in values; each run compiles it with the real ones.
+                return match render_regex(&s, &DeploymentVars::sample()) {
+                    Ok(_) => Some(Predicate::MatchesTemplate(s)),
+                    Err(reason) => {
+                        cx.error(v.span(), format!("invalid regex {}: {reason}", quote(&s)));
+                        None
+                    }
+                };
+            }
             compile_regex(&s, v, cx).map(Predicate::Matches)
         }
         "exists" => match dv.as_bool() {
@@ -1037,25 +1159,36 @@ fn duration_operand(key: &str, v: &Value<'_>, cx: &mut Cx) -> Option<()> {
 }
 
 fn compile_regex(pattern: &str, v: &Value<'_>, cx: &mut Cx) -> Option<Regex> {
-    match Regex::new(pattern) {
-        Ok(re) => Some(re),
-        Err(e) => {
-            // The syntax error text spans several lines (pattern, caret, message); keep the
-            // message line.
-            let text = e.to_string();
-            let reason = text
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("error: "))
-                .unwrap_or_else(|| text.lines().next().unwrap_or("invalid"))
-                .to_string();
+    Regex::new(pattern)
+        .map_err(|e| {
             cx.error(
                 v.span(),
-                format!("invalid regex {}: {reason}", quote(pattern)),
-            );
-            None
-        }
-    }
+                format!("invalid regex {}: {}", quote(pattern), regex_error(&e)),
+            )
+        })
+        .ok()
+}
+
+/// A regex syntax error's message line (its text spans several: pattern, caret, message).
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().next().unwrap_or("invalid"))
+        .to_string()
+}
+
+/// Compiles a `matches` pattern naming `{{ deployment.* }}`, the values escaped.
+fn render_regex(source: &str, d: &DeploymentVars) -> Result<Regex, String> {
+    let escaped = DeploymentVars {
+        id: regex::escape(&d.id),
+        version: regex::escape(&d.version),
+        environment: regex::escape(&d.environment),
+    };
+    let scope = Scope::of_deployment(Some(std::sync::Arc::new(escaped)));
+    let rendered = Template::parse(source)?.render(&scope);
+    Regex::new(&rendered).map_err(|e| regex_error(&e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2208,6 +2341,90 @@ mod tests {
         assert_eq!(
             err("200"),
             "1:5: assertion must be a table, found an integer"
+        );
+    }
+
+    // ---- {{ deployment.* }} in expectations ----------------------------------------------
+
+    fn deployed(version: &str) -> Option<std::sync::Arc<DeploymentVars>> {
+        Some(std::sync::Arc::new(DeploymentVars {
+            id: "d-7".into(),
+            version: version.into(),
+            environment: "prod".into(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_deployment_operand_is_judged_against_the_runs_deployment() {
+        let a = ok("{ jsonpath = \"$.meta.v\", eq = \"{{ deployment.version }}\" }");
+        assert!(a.uses_deployment());
+        let r = json_resp();
+        let with =
+            |v: &str| crate::template::with_deployment(deployed(v), async { a.evaluate(&r) });
+        assert!(with("1.2.3").await.is_ok());
+        let f = with("2.0.0").await.expect_err("the old version answers");
+        assert_eq!(f.expected, "eq \"2.0.0\"");
+        assert_eq!(f.actual, "\"1.2.3\"");
+        // Every predicate taking text, and `in` lists.
+        for inline in [
+            "{ jsonpath = \"$.meta.v\", starts_with = \"{{ deployment.version }}\" }",
+            "{ jsonpath = \"$.meta.v\", in = [\"0.9\", \"{{ deployment.version }}\"] }",
+            "{ body = true, contains = \"{{ deployment.version }}\" }",
+            "{ jsonpath = \"$.meta.v\", matches = \"^{{ deployment.version }}$\" }",
+        ] {
+            let a = ok(inline);
+            let run = |v: &'static str| {
+                crate::template::with_deployment(deployed(v), async { a.evaluate(&r).is_ok() })
+            };
+            assert!(run("1.2.3").await, "{inline}");
+            assert!(!run("1.2.4").await, "{inline}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_templated_regex_escapes_the_values() {
+        let a = ok("{ jsonpath = \"$.meta.v\", matches = \"^{{ deployment.version }}$\" }");
+        let r = json_resp();
+        // "1.2.3" as a pattern would match "1x2x3"; escaped, the dots are dots.
+        let r2 = Resp::new(200, r#"{"meta":{"v":"1x2x3"}}"#);
+        let run = |s: &'static Resp| {
+            crate::template::with_deployment(deployed("1.2.3"), async { a.evaluate(s).is_ok() })
+        };
+        let (r, r2) = (Box::leak(Box::new(r)), Box::leak(Box::new(r2)));
+        assert!(run(r).await);
+        assert!(!run(r2).await);
+    }
+
+    #[test]
+    fn without_a_deployment_such_assertions_are_skipped_not_failed() {
+        let list = [
+            ok("{ status = 200 }"),
+            ok("{ jsonpath = \"$.meta.v\", eq = \"{{ deployment.version }}\" }"),
+        ];
+        let j = judge(&list, &json_resp(), true);
+        assert_eq!(j.status, Status::Pass, "{j:?}");
+        // The others are still judged.
+        let j = judge(&list, &Resp::new(503, "{}"), true);
+        assert_eq!(j.status, Status::Fail);
+        assert_eq!(j.failures.len(), 1);
+    }
+
+    #[test]
+    fn deployment_references_are_checked_at_load_and_other_braces_stay_literal() {
+        assert!(
+            err("{ body = true, eq = \"{{ deployment.verison }}\" }")
+                .contains("a deployment has `version`, `id` and `environment`")
+        );
+        assert!(
+            err("{ body = true, matches = \"({{ deployment.version }}\" }")
+                .contains("invalid regex")
+        );
+        let literal = ok("{ body = true, contains = \"{{ name }}\" }");
+        assert!(!literal.uses_deployment());
+        assert!(
+            literal
+                .evaluate(&Resp::new(200, "Hello {{ name }}"))
+                .is_ok()
         );
     }
 }

@@ -3,7 +3,7 @@
 //! rustls config) is built once at load, never per run.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -13,6 +13,7 @@ use super::assert::{Assertion, QueryScope, Subject, judge};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
 use crate::config::Secret;
 use crate::config::reader::{At, ByteSize, Cx, TableReader, to_json};
+use crate::template::{DeploymentVars, Scope, Template};
 
 /// What `expect` may ask of an http check.
 pub const SCOPE: QueryScope = QueryScope {
@@ -62,12 +63,22 @@ impl Auth {
     }
 }
 
+/// A header value: fixed (possibly a secret), or naming `{{ deployment.* }}`.
+#[derive(Debug)]
+enum HeaderVal {
+    Fixed(Secret),
+    Template(Template),
+}
+
 /// A validated http check, with its client ready.
 #[derive(Debug)]
 pub struct HttpSpec {
+    /// The URL as written; with `{{ deployment.* }}` in it, rendered with stand-in values (to
+    /// validate it at load), and `url_template` renders each run's.
     url: Url,
+    url_template: Option<Template>,
     method: Method,
-    headers: Vec<(HeaderName, Secret)>,
+    headers: Vec<(HeaderName, HeaderVal)>,
     body: Body,
     auth: Option<Auth>,
     max_body: usize,
@@ -79,12 +90,23 @@ impl HttpSpec {
         &self.url
     }
 
+    /// Whether the URL or a header names `{{ deployment.* }}`.
+    pub fn uses_deployment(&self) -> bool {
+        self.url_template.is_some()
+            || self
+                .headers
+                .iter()
+                .any(|(_, v)| matches!(v, HeaderVal::Template(_)))
+    }
+
     pub(crate) fn secret_values(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .headers
             .iter()
-            .filter(|(_, v)| v.is_from_source())
-            .map(|(_, v)| v.expose().to_string())
+            .filter_map(|(_, v)| match v {
+                HeaderVal::Fixed(s) if s.is_from_source() => Some(s.expose().to_string()),
+                _ => None,
+            })
             .collect();
         out.extend(self.auth.iter().map(|a| a.secret().expose().to_string()));
         out
@@ -92,8 +114,23 @@ impl HttpSpec {
 
     /// Reads the http keys of a `[[check]]`.
     pub fn parse(t: &mut TableReader, cx: &mut Cx) -> Option<HttpSpec> {
+        let mut url_template = None;
         let url = t.req::<At<String>>("url", cx).and_then(|u| {
-            parse_http_url(&u.value)
+            let text = match deployment_template(&u.value, "url") {
+                Ok(Some(tpl)) => {
+                    let sample = tpl.render(&Scope::of_deployment(Some(Arc::new(
+                        DeploymentVars::sample(),
+                    ))));
+                    url_template = Some(tpl);
+                    sample
+                }
+                Ok(None) => u.value.clone(),
+                Err(m) => {
+                    cx.error(u.span, m);
+                    return None;
+                }
+            };
+            parse_http_url(&text)
                 .map_err(|m| cx.error(u.span, format!("url: {m}")))
                 .ok()
         });
@@ -119,7 +156,26 @@ impl HttpSpec {
                     );
                     continue;
                 };
-                if HeaderValue::from_str(value.expose()).is_err() {
+                let what = format!("headers.{name}");
+                let value = if value.is_from_source() {
+                    HeaderVal::Fixed(value)
+                } else {
+                    match deployment_template(value.expose(), &what) {
+                        Ok(Some(tpl)) => HeaderVal::Template(tpl),
+                        Ok(None) => HeaderVal::Fixed(value),
+                        Err(m) => {
+                            cx.error(t.span_of("headers"), m);
+                            continue;
+                        }
+                    }
+                };
+                let shown = match &value {
+                    HeaderVal::Fixed(s) => s.expose().to_string(),
+                    HeaderVal::Template(tpl) => tpl.render(&Scope::of_deployment(Some(Arc::new(
+                        DeploymentVars::sample(),
+                    )))),
+                };
+                if HeaderValue::from_str(&shown).is_err() {
                     cx.error(
                         t.span_of("headers"),
                         format!("headers: the value of {name:?} is not a valid header value"),
@@ -179,6 +235,7 @@ impl HttpSpec {
         };
         Some(HttpSpec {
             url: url?,
+            url_template,
             method: method?,
             headers,
             body,
@@ -192,9 +249,30 @@ impl HttpSpec {
     /// target by itself: the runner's timeout cancels this future.
     pub async fn run(&self, expect: &[Assertion]) -> Outcome {
         let start = Instant::now();
-        let mut req = self.client.request(self.method.clone(), self.url.clone());
+        let scope = Scope::of_deployment(crate::template::current());
+        let url = match &self.url_template {
+            None => self.url.clone(),
+            Some(tpl) => match parse_http_url(&tpl.render(&scope)) {
+                Ok(u) => u,
+                Err(m) => return Outcome::error(Reason::Config, format!("url: {m}")),
+            },
+        };
+        let mut req = self.client.request(self.method.clone(), url);
         for (name, value) in &self.headers {
-            req = req.header(name, value.expose());
+            req = match value {
+                HeaderVal::Fixed(v) => req.header(name, v.expose()),
+                HeaderVal::Template(tpl) => match HeaderValue::from_str(&tpl.render(&scope)) {
+                    Ok(v) => req.header(name, v),
+                    Err(_) => {
+                        return Outcome::error(
+                            Reason::Config,
+                            format!(
+                                "header {name}: the rendered value is not a valid header value"
+                            ),
+                        );
+                    }
+                },
+            };
         }
         if let Some(auth) = &self.auth {
             req = auth.apply(req);
@@ -243,6 +321,20 @@ impl HttpSpec {
             .observations
             .set("ttfb", Observation::Duration(ttfb));
         outcome
+    }
+}
+
+/// A setting's text as a `{{ deployment.* }}` template, when it names one (`Ok(None)` for plain
+/// text, where a `{{` without `deployment.` stays literal).
+pub(crate) fn deployment_template(text: &str, what: &str) -> Result<Option<Template>, String> {
+    if !text.contains("{{") {
+        return Ok(None);
+    }
+    match Template::parse_deployment_only(text, what) {
+        Ok(t) if t.uses_deployment() => Ok(Some(t)),
+        Ok(_) => Ok(None),
+        Err(e) if text.contains("deployment.") => Err(e),
+        Err(_) => Ok(None),
     }
 }
 

@@ -176,6 +176,24 @@ impl CheckSpec {
         matches!(self, CheckSpec::Prometheus(_))
     }
 
+    /// Whether the request itself (not only an expectation) names `{{ deployment.* }}`: such a
+    /// check cannot run before its service's first deployment.
+    pub fn uses_deployment(&self) -> bool {
+        match self {
+            CheckSpec::Http(s) => s.uses_deployment(),
+            CheckSpec::Journey(s) => s.uses_deployment(),
+            _ => false,
+        }
+    }
+
+    /// Assertions inside the type's own settings (journey steps) naming `{{ deployment.* }}`.
+    pub fn deployment_assertions(&self) -> Vec<String> {
+        match self {
+            CheckSpec::Journey(s) => s.deployment_assertions(),
+            _ => Vec::new(),
+        }
+    }
+
     /// One run, without timeout (the runner adds it).
     pub async fn run(&self, expect: &[Assertion]) -> Outcome {
         each_type!(self, spec => spec.run(expect).await)

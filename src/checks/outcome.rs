@@ -208,6 +208,10 @@ pub struct Outcome {
     /// Journeys: one report per step and cleanup step, in order. Empty for other types.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepReport>,
+    /// Assertions naming `{{ deployment.* }}` that were not judged: the check's service had
+    /// no deployment yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_assertions: Vec<String>,
 }
 
 /// How one journey step went.
@@ -280,6 +284,7 @@ impl Outcome {
             message: message.into(),
             failed_assertions: Vec::new(),
             steps: Vec::new(),
+            skipped_assertions: Vec::new(),
         }
     }
 

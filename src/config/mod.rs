@@ -161,6 +161,18 @@ impl CheckConfig {
     pub fn type_name(&self) -> &'static str {
         self.spec.type_name()
     }
+
+    /// Every assertion naming `{{ deployment.* }}` (the check's and its journey steps').
+    pub fn deployment_assertions(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .expect
+            .iter()
+            .filter(|a| a.uses_deployment())
+            .map(ToString::to_string)
+            .collect();
+        out.extend(self.spec.deployment_assertions());
+        out
+    }
 }
 
 /// Which checks a rule watches.
@@ -929,6 +941,18 @@ fn read_check(
         }
         _ => Vec::new(),
     };
+    if let Some(spec) = &spec
+        && service.is_empty()
+        && (spec.uses_deployment()
+            || !spec.deployment_assertions().is_empty()
+            || expect.iter().any(Assertion::uses_deployment))
+    {
+        cx.error(
+            kind.as_ref().map_or_else(|| t.span.clone(), |k| k.span.clone()),
+            "`{{ deployment.* }}` names the latest deployment of the check's service: give the check a `service`",
+        );
+        ok = false;
+    }
     t.finish(cx);
     let (Some(n), Some(spec), Some(schedule), true) = (&name, spec, schedule, ok) else {
         return (None, name);

@@ -6,8 +6,6 @@
 //! One run never shares anything with another: a fresh cookie jar, fresh captures, and a
 //! fresh connection per request.
 
-pub mod template;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +24,7 @@ use crate::checks::outcome::{
 };
 use crate::config::Secret;
 use crate::config::reader::{At, Cx, TableReader, Value, to_json};
-use template::{JsonTemplate, Scope, Template, Var};
+use crate::template::{self, JsonTemplate, Scope, Template, Var};
 
 /// A journey's own `expect` may look at these.
 pub const SCOPE: QueryScope = QueryScope {
@@ -93,6 +91,28 @@ struct Retry {
     on: Vec<RetryOn>,
 }
 
+impl Step {
+    fn uses_deployment(&self) -> bool {
+        let target = match &self.target {
+            Target::Path(t) | Target::Url(t) => t,
+        };
+        let body = match &self.body {
+            StepBody::None => false,
+            StepBody::Raw(t) => t.uses_deployment(),
+            StepBody::Json(j) => j.vars().iter().any(|v| matches!(v, Var::Deployment(_))),
+            StepBody::Form(f) => f.iter().any(|(_, t)| t.uses_deployment()),
+        };
+        target.uses_deployment()
+            || body
+            || self
+                .headers
+                .iter()
+                .map(|(_, t)| t)
+                .chain(self.query.iter().map(|(_, t)| t))
+                .any(Template::uses_deployment)
+    }
+}
+
 #[derive(Debug)]
 struct Step {
     name: String,
@@ -132,6 +152,28 @@ impl JourneySpec {
         self.secrets
             .iter()
             .map(|(_, s)| s.expose().to_string())
+            .collect()
+    }
+
+    /// Whether a step's request (URL, query, headers, body) names `{{ deployment.* }}`.
+    pub fn uses_deployment(&self) -> bool {
+        self.steps
+            .iter()
+            .chain(&self.cleanup)
+            .any(Step::uses_deployment)
+    }
+
+    /// The step assertions naming `{{ deployment.* }}`, as "step `name`: assertion".
+    pub fn deployment_assertions(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .chain(&self.cleanup)
+            .flat_map(|s| {
+                s.expect
+                    .iter()
+                    .filter(|a| a.uses_deployment())
+                    .map(move |a| format!("step `{}`: {a}", s.name))
+            })
             .collect()
     }
 
@@ -249,6 +291,7 @@ impl JourneySpec {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.expose().to_string()))
                 .collect(),
+            deployment: crate::template::current(),
         };
         let mut secret_captures: Vec<String> = Vec::new();
         let mut reports = Vec::new();

@@ -384,6 +384,23 @@ impl Store {
         .await
     }
 
+    /// The newest deployment of `service` that was not cancelled.
+    pub async fn latest_deployment(
+        &self,
+        service: &str,
+    ) -> Result<Option<DeploymentRow>, StoreError> {
+        let service = service.to_string();
+        self.call(move |conn| {
+            Ok(select_deployments(
+                conn,
+                "WHERE service = ?1 AND state != 'cancelled' ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                rusqlite::params![service],
+            )?
+            .pop())
+        })
+        .await
+    }
+
     /// Every deployment still being verified, oldest first: what a restart resumes.
     pub async fn pending_deployments(&self) -> Result<Vec<DeploymentRow>, StoreError> {
         self.call(|conn| {

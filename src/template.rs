@@ -1,9 +1,16 @@
-//! `{{ name }}` templates in journey URLs, headers, queries and bodies. Parsed at load, so
-//! every reference is checked before the first run: captures of earlier steps, the
-//! journey's `secrets` (`{{ secret.x }}`). Rendering never fails: a capture that produced no
-//! value renders as an empty string, and the step that needed it fails on its own asserts.
+//! `{{ name }}` templates: in journey URLs, headers, queries and bodies (captures of earlier
+//! steps, the journey's `secrets` as `{{ secret.x }}`), and `{{ deployment.version }}`,
+//! `.id` and `.environment` in any check's URL, headers and expectations. Parsed at load, so
+//! every reference is checked before the first run. Rendering never fails: a capture that
+//! produced no value renders as an empty string, and the step that needed it fails on its
+//! own asserts.
+//!
+//! Deployment variables name the latest deployment of the check's service. The runner
+//! ([`crate::runtime::execute`]) makes it [`current`] for the duration of one run, so probes
+//! and assertions read the same deployment from start to end of that run.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
@@ -14,6 +21,71 @@ pub enum Var {
     Capture(String),
     /// `secret.name`: from the journey's `secrets` table.
     Secret(String),
+    /// `deployment.version` / `.id` / `.environment`.
+    Deployment(DeployField),
+}
+
+/// What `{{ deployment.* }}` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployField {
+    Id,
+    Version,
+    Environment,
+}
+
+impl DeployField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployField::Id => "id",
+            DeployField::Version => "version",
+            DeployField::Environment => "environment",
+        }
+    }
+}
+
+/// The deployment a run's `{{ deployment.* }}` resolve to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentVars {
+    pub id: String,
+    pub version: String,
+    pub environment: String,
+}
+
+impl DeploymentVars {
+    pub fn get(&self, field: DeployField) -> &str {
+        match field {
+            DeployField::Id => &self.id,
+            DeployField::Version => &self.version,
+            DeployField::Environment => &self.environment,
+        }
+    }
+
+    /// Stand-in values for checking at load that a rendered URL, header or regex is valid.
+    pub fn sample() -> DeploymentVars {
+        DeploymentVars {
+            id: "sample-id".into(),
+            version: "0.0.0-sample".into(),
+            environment: "sample".into(),
+        }
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: Option<Arc<DeploymentVars>>;
+}
+
+/// The deployment of the run in progress (None outside a run, or before the service's first
+/// deployment).
+pub fn current() -> Option<Arc<DeploymentVars>> {
+    CURRENT.try_with(Clone::clone).ok().flatten()
+}
+
+/// Runs `fut` with `vars` as the [`current`] deployment.
+pub async fn with_deployment<F: std::future::Future>(
+    vars: Option<Arc<DeploymentVars>>,
+    fut: F,
+) -> F::Output {
+    CURRENT.scope(vars, fut).await
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,18 +102,31 @@ pub struct Template {
     source: String,
 }
 
-/// Values available while a journey runs.
+/// Values available while a template renders.
 #[derive(Debug, Default)]
 pub struct Scope {
     pub captures: HashMap<String, Json>,
     pub secrets: HashMap<String, String>,
+    pub deployment: Option<Arc<DeploymentVars>>,
 }
 
 impl Scope {
+    /// Only the deployment: what checks other than journeys can refer to.
+    pub fn of_deployment(deployment: Option<Arc<DeploymentVars>>) -> Scope {
+        Scope {
+            deployment,
+            ..Scope::default()
+        }
+    }
+
     fn lookup(&self, var: &Var) -> Option<Json> {
         match var {
             Var::Capture(n) => self.captures.get(n).cloned(),
             Var::Secret(n) => self.secrets.get(n).map(|s| Json::String(s.clone())),
+            Var::Deployment(f) => self
+                .deployment
+                .as_ref()
+                .map(|d| Json::String(d.get(*f).to_string())),
         }
     }
 }
@@ -99,6 +184,28 @@ impl Template {
         self.vars().next().is_none()
     }
 
+    /// Whether it refers to `{{ deployment.* }}`.
+    pub fn uses_deployment(&self) -> bool {
+        self.vars().any(|v| matches!(v, Var::Deployment(_)))
+    }
+
+    /// Parses a string of a check other than a journey, where only `{{ deployment.* }}` may
+    /// appear (`what` names the setting in the error).
+    pub fn parse_deployment_only(text: &str, what: &str) -> Result<Template, String> {
+        let t = Template::parse(text).map_err(|e| format!("{what}: {e}"))?;
+        if let Some(v) = t.vars().find(|v| !matches!(v, Var::Deployment(_))) {
+            let shown = match v {
+                Var::Capture(n) => n.clone(),
+                Var::Secret(n) => format!("secret.{n}"),
+                Var::Deployment(_) => unreachable!(),
+            };
+            return Err(format!(
+                "{what}: `{{{{ {shown} }}}}`: only {{{{ deployment.version }}}}, .id and .environment can be used here (captures and secret.* are a journey's)"
+            ));
+        }
+        Ok(t)
+    }
+
     /// The single reference when the template is exactly `{{ ref }}` (JSON bodies keep the
     /// captured value's type then).
     pub fn sole_var(&self) -> Option<&Var> {
@@ -150,10 +257,15 @@ fn parse_var(name: &str) -> Result<Var, String> {
             Err(format!("bad secret reference `{{{{ {name} }}}}`"))
         };
     }
-    if name.starts_with("deployment.") {
-        return Err(format!(
-            "`{{{{ {name} }}}}`: deployment variables are not available in this version yet"
-        ));
+    if let Some(field) = name.strip_prefix("deployment.") {
+        return match field {
+            "version" => Ok(Var::Deployment(DeployField::Version)),
+            "id" => Ok(Var::Deployment(DeployField::Id)),
+            "environment" => Ok(Var::Deployment(DeployField::Environment)),
+            _ => Err(format!(
+                "`{{{{ {name} }}}}`: a deployment has `version`, `id` and `environment`"
+            )),
+        };
     }
     if valid_ident(name) {
         Ok(Var::Capture(name.to_string()))
@@ -279,9 +391,45 @@ mod tests {
                 .contains("secret")
         );
         assert!(
-            Template::parse("{{ deployment.version }}")
+            Template::parse("{{ deployment.name }}")
                 .unwrap_err()
-                .contains("deployment")
+                .contains("`version`, `id` and `environment`")
         );
+    }
+
+    #[test]
+    fn deployment_variables_render_from_the_scope_and_empty_without_one() {
+        let t = Template::parse(
+            "/v/{{ deployment.version }}/{{deployment.environment}}#{{ deployment.id }}",
+        )
+        .unwrap();
+        assert!(t.uses_deployment());
+        let mut s = scope();
+        assert_eq!(t.render(&s), "/v//#");
+        s.deployment = Some(Arc::new(DeploymentVars {
+            id: "d1".into(),
+            version: "2.4.1".into(),
+            environment: "prod".into(),
+        }));
+        assert_eq!(t.render(&s), "/v/2.4.1/prod#d1");
+        assert!(!Template::parse("{{ token }}").unwrap().uses_deployment());
+    }
+
+    #[test]
+    fn other_checks_accept_only_deployment_variables() {
+        assert!(Template::parse_deployment_only("https://x/{{ deployment.id }}", "url").is_ok());
+        let e = Template::parse_deployment_only("https://x/{{ token }}", "url").unwrap_err();
+        assert!(e.starts_with("url: `{{ token }}`: only"), "{e}");
+        let e = Template::parse_deployment_only("{{ secret.pw }}", "headers.x").unwrap_err();
+        assert!(e.contains("secret.pw"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_current_deployment_is_scoped_to_one_run() {
+        assert_eq!(current(), None);
+        let vars = Arc::new(DeploymentVars::sample());
+        let seen = with_deployment(Some(vars.clone()), async { current() }).await;
+        assert_eq!(seen, Some(vars));
+        assert_eq!(current(), None);
     }
 }

@@ -78,6 +78,20 @@ pub async fn run_daemon(path: &Path) -> Result<(), AppError> {
         events_rx,
         shutdown.clone(),
     ));
+    let outbox_task = tokio::spawn(crate::notify::outbox::run(
+        deployments.outbox(),
+        crate::notify::outbox::Delivery {
+            receivers: rt
+                .config
+                .notifiers
+                .iter()
+                .map(|n| (n.name.clone(), n.receiver.clone()))
+                .collect(),
+            policy: rt.config.notifications.clone(),
+            redactor: rt.redactor.clone(),
+        },
+        shutdown.clone(),
+    ));
     let heartbeat = Arc::new(Heartbeat::default());
     scheduler::start(rt.clone(), &tracker, shutdown.clone(), heartbeat);
     rt.ready.store(true, Ordering::Release);
@@ -108,6 +122,10 @@ pub async fn run_daemon(path: &Path) -> Result<(), AppError> {
     }
     if let Err(e) = deploy_task.await {
         tracing::warn!(error = %e, "deployments task ended abnormally");
+    }
+    // A send in progress is abandoned: it stays queued and goes out after the restart.
+    if let Err(e) = outbox_task.await {
+        tracing::warn!(error = %e, "notification task ended abnormally");
     }
     let served = server.await;
     // Last: everything that could still write has stopped; queued writes are flushed.

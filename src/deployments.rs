@@ -134,6 +134,24 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// What notifications say about it.
+    fn event(&self) -> crate::notify::DeploymentEvent {
+        let v = &self.verdict;
+        crate::notify::DeploymentEvent {
+            deployment: crate::notify::DeploymentRef {
+                id: self.id.clone(),
+                service: self.service.clone(),
+                version: self.version.clone(),
+                environment: self.environment.clone(),
+            },
+            started_at: self.started_at.clone(),
+            verdict: v.verdict.as_str().to_string(),
+            decision: v.decision.as_str().to_string(),
+            reasons: v.reasons.iter().map(|r| r.message.clone()).collect(),
+            concluded_at: v.concluded_at.map(crate::util::rfc3339),
+        }
+    }
+
     fn same_request(&self, r: &RegisterRequest) -> bool {
         self.service == r.service
             && self.version == r.version
@@ -215,6 +233,8 @@ pub struct Deployments {
     changed: watch::Sender<u64>,
     /// Cancelled at shutdown: long-polls answer at once instead of holding the server open.
     shutdown: CancellationToken,
+    /// Alert and deployment notifications.
+    alerting: Arc<crate::alerting::Alerting>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -257,14 +277,22 @@ impl Deployments {
                 );
             }
         }
+        let outbox = crate::notify::outbox::Outbox::new(
+            store.clone(),
+            rt.metrics.clone(),
+            rt.config.notifiers.iter().map(|n| n.name.clone()).collect(),
+        );
+        let (alerting, rule_states) =
+            crate::alerting::Alerting::open(rt.clone(), store.clone(), outbox).await?;
         let me = Arc::new(Deployments {
             policy: VerdictPolicy::from_deploy(&rt.config.deploy),
             rt,
             store,
             active: Mutex::new(active),
-            rules: Mutex::new(BTreeMap::new()),
+            rules: Mutex::new(rule_states),
             changed: watch::channel(0).0,
             shutdown,
+            alerting,
         });
         me.refresh_windows(now);
         let mut services: Vec<&str> = me
@@ -297,6 +325,11 @@ impl Deployments {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The notification queue (its worker is started by the daemon).
+    pub fn outbox(&self) -> Arc<crate::notify::outbox::Outbox> {
+        self.alerting.outbox().clone()
     }
 
     /// Registers a deployment (DESIGN §5): idempotent on `id`; a newer deployment of the same
@@ -427,6 +460,12 @@ impl Deployments {
         self.update_active(deployment.clone(), created_at_ms);
         self.refresh_windows(now);
         self.changed.send_modify(|n| *n += 1);
+        self.alerting
+            .deployment_event(
+                crate::alerting::DeploymentEventKind::Registered,
+                deployment.event(),
+            )
+            .await;
         Ok(Registered::Created(deployment))
     }
 
@@ -523,16 +562,18 @@ impl Deployments {
         }
     }
 
-    /// The pending and firing alerts (`GET /api/v1/alerts`).
+    /// The pending and firing alerts (`GET /api/v1/alerts`), `no_data` ones included.
     pub fn alerts(&self) -> Vec<rules::Alert> {
         let states = self.rules.lock().expect("not poisoned");
-        rules::alerts(
+        let mut out = rules::alerts(
             self.rt
                 .config
                 .rules
                 .iter()
                 .filter_map(|r| states.get(&r.name).map(|s| (r, s))),
-        )
+        );
+        out.extend(self.alerting.no_data_alerts());
+        out
     }
 
     fn update_active(&self, d: Deployment, created_at_ms: u64) {
@@ -621,7 +662,16 @@ impl Deployments {
 
     /// Evaluates rules and every pending or in-window deployment at `now`.
     async fn tick(&self, now: SystemTime) {
-        self.evaluate_rules(now);
+        let states = self.evaluate_rules(now);
+        self.alerting.process(&states, now).await;
+        for a in self.alerting.no_data_alerts() {
+            self.rt
+                .metrics
+                .alerts
+                .with_label_values(&[&a.rule, &a.severity, a.state.as_str()])
+                .inc();
+        }
+        let mut concluded = Vec::new();
         let window = self.rt.config.deploy.window;
         let todo: Vec<(Deployment, u64, u64)> = {
             let active = self.active.lock().expect("not poisoned");
@@ -648,6 +698,7 @@ impl Deployments {
                         .map(|r| r.message.clone())
                         .unwrap_or_default();
                     tracing::info!(deployment = %d.id, service = %d.service, verdict = %d.verdict.verdict, reason = %first, "verdict concluded");
+                    concluded.push(d.event());
                 }
             }
             let revision = d.verdict.revision + d.verdict.late_failures.len() as u64;
@@ -677,9 +728,15 @@ impl Deployments {
         if any_change {
             self.changed.send_modify(|n| *n += 1);
         }
+        for e in concluded {
+            self.alerting
+                .deployment_event(crate::alerting::DeploymentEventKind::Verdict, e)
+                .await;
+        }
     }
 
-    fn evaluate_rules(&self, now: SystemTime) {
+    /// Evaluates every rule at `now`; returns the new states.
+    fn evaluate_rules(&self, now: SystemTime) -> BTreeMap<String, RuleState> {
         let config = &self.rt.config;
         let baselines: HashMap<String, Baseline> = {
             // The current deployment of each service provides its checks' baselines.
@@ -742,6 +799,7 @@ impl Deployments {
             }
             states.insert(rule.name.clone(), next);
         }
+        states.clone()
     }
 
     fn tick_input(&self, d: &Deployment, now: SystemTime) -> TickInput {
@@ -857,6 +915,12 @@ pub async fn run(
             let horizon = unix_millis(now).saturating_sub(retention.as_millis() as u64);
             if let Err(e) = deployments.store.prune_outcomes(horizon).await {
                 tracing::warn!(error = %e, "cannot prune old outcomes");
+            }
+            // Delivered or dropped notifications are kept a day for inspection.
+            let keep = rt.config.notifications.max_age + Duration::from_secs(24 * 3600);
+            let horizon = unix_millis(now).saturating_sub(keep.as_millis() as u64);
+            if let Err(e) = deployments.store.prune_outbox(horizon).await {
+                tracing::warn!(error = %e, "cannot prune old notifications");
             }
         }
     }

@@ -17,8 +17,10 @@
 //! - [`history`]: compact per-check recent outcomes and window statistics.
 //! - [`deployments`]: registration, supersede, cancel, baseline freeze, the post-deploy
 //!   window, and the task that evaluates rules and verdicts as outcomes arrive.
+//! - [`alerting`]: alert states → notifications (repeat, resolve, no data), persisted.
 //! - [`rules`]: the rule engine: signals, steady vs post-deploy thresholds, alert states.
 //! - [`metrics`]: every metric family, defined in one place.
+//! - [`notify`]: notifications: what is sent, the receivers, and the persisted outbox.
 //! - [`verdict`]: a deployment's verdict as a pure state machine over outcomes and baseline.
 //! - [`store`]: durable state in one SQLite file (deployments, outcomes, rule states, outbox).
 //! - [`http`]: the axum server: `/metrics`, health endpoints, the JSON API.
@@ -27,6 +29,7 @@
 //! - [`client`]: `deploy` / `verdict`: register with and wait on one or more daemons over HTTP.
 //! - [`cli`]: command-line definitions.
 
+pub mod alerting;
 pub mod app;
 pub mod checks;
 pub mod cli;
@@ -38,6 +41,7 @@ pub mod history;
 pub mod http;
 pub mod journey;
 pub mod metrics;
+pub mod notify;
 pub mod report;
 pub mod rules;
 pub mod runtime;

@@ -47,6 +47,11 @@ pub struct Metrics {
     pub verdict: GaugeVec,
     /// Alert instances by rule, severity and state (pending, firing).
     pub alerts: GaugeVec,
+    /// Delivery attempts by notifier and result: sent, failed (will retry), dropped (given
+    /// up: too old or rejected).
+    pub notifications_total: IntCounterVec,
+    /// Notifications waiting in the outbox, by notifier.
+    pub notification_queue_depth: GaugeVec,
     pub config_last_reload_successful: Gauge,
     pub config_last_reload_success_timestamp_seconds: Gauge,
 }
@@ -151,6 +156,22 @@ impl Metrics {
                 &["rule", "severity", "state"],
             )
             .expect("valid metric"),
+            notifications_total: IntCounterVec::new(
+                opts(
+                    "notifications_total",
+                    "Notification delivery attempts by notifier and result (sent, failed, dropped).",
+                ),
+                &["notifier", "result"],
+            )
+            .expect("valid metric"),
+            notification_queue_depth: GaugeVec::new(
+                opts(
+                    "notification_queue_depth",
+                    "Notifications waiting in the outbox, by notifier.",
+                ),
+                &["notifier"],
+            )
+            .expect("valid metric"),
             scheduler_lag_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "scheduler_lag_seconds",
@@ -198,6 +219,8 @@ impl Metrics {
             Box::new(m.deployment_info.clone()),
             Box::new(m.verdict.clone()),
             Box::new(m.alerts.clone()),
+            Box::new(m.notifications_total.clone()),
+            Box::new(m.notification_queue_depth.clone()),
             Box::new(m.config_last_reload_successful.clone()),
             Box::new(m.config_last_reload_success_timestamp_seconds.clone()),
             Box::new(build_info),

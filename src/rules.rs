@@ -64,7 +64,7 @@ pub enum Comparison {
 }
 
 impl Comparison {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Comparison::Above => "above",
             Comparison::Below => "below",
@@ -706,6 +706,7 @@ mod tests {
             rollback: true,
             repeat: None,
             send_resolved: true,
+            notify_no_data: true,
         }
     }
 

@@ -382,6 +382,17 @@ pub enum Decision {
     Hold,
 }
 
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Wait => "wait",
+            Decision::Proceed => "proceed",
+            Decision::Rollback => "rollback",
+            Decision::Hold => "hold",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {

@@ -237,6 +237,30 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        kind: "a rule notifying a grafana notifier",
+        daemon: "checks = [\"checks/*.toml\"]\n\n[[notifier]]\nname = \"marks\"\ntype = \"grafana\"\nurl = \"http://127.0.0.1:3000\"\n",
+        checks: "[[check]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\n\n[[rule]]\nname = \"r\"\ncheck = \"a\"\nsignal = \"failure_ratio\"\nabove = 0.1\nnotify = [\"marks\"]\n",
+        expect: &[(
+            "checks/a.toml:11:11: ",
+            &["rule `r`", "grafana", "deployment events only"],
+        )],
+    },
+    Case {
+        kind: "deployment events routed to alertmanager",
+        daemon: "checks = [\"checks/*.toml\"]\n\n[[notifier]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\nevents = [\"verdict\"]\n",
+        checks: "[[check]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\n",
+        expect: &[("bakewatch.toml:7:10: ", &["events", "alerts only"])],
+    },
+    Case {
+        kind: "notification retry settings",
+        daemon: "checks = [\"checks/*.toml\"]\n\n[notifications]\nretry_initial = \"10s\"\nretry_max = \"1s\"\n",
+        checks: "[[check]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\n",
+        expect: &[(
+            "bakewatch.toml:5:13: ",
+            &["retry_max", "not be shorter than retry_initial"],
+        )],
+    },
+    Case {
         kind: "deployment variable in a check without a service",
         daemon: DAEMON_FILE,
         checks: "[[check]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\nexpect = [ { jsonpath = \"$.v\", eq = \"{{ deployment.version }}\" } ]\n",

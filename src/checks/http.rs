@@ -475,7 +475,9 @@ pub fn classify(e: &reqwest::Error) -> (Reason, String) {
 }
 
 /// The deepest error in a chain: the one that says what actually happened.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+/// The deepest error in a chain: the one that says what actually happened (and, for
+/// reqwest, the one that does not repeat the URL).
+pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

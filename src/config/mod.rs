@@ -8,7 +8,7 @@ pub mod diag;
 pub mod reader;
 pub mod secret;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,7 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub history: HistoryConfig,
     pub deploy: DeployConfig,
+    pub notifications: NotificationsConfig,
     pub notifiers: Vec<NotifierConfig>,
     pub checks: Vec<Arc<CheckConfig>>,
     pub rules: Vec<RuleConfig>,
@@ -60,7 +61,7 @@ impl Config {
             out.extend(c.spec.secret_values());
         }
         for n in &self.notifiers {
-            out.extend(n.secrets.iter().map(|s| s.expose().to_string()));
+            out.extend(n.receiver.secret_values());
         }
         out
     }
@@ -74,6 +75,9 @@ pub struct ServerConfig {
     pub token: Option<Secret>,
     /// Every API request ends within this.
     pub request_timeout: Duration,
+    /// How people reach this daemon (its status page), for links in notifications; default
+    /// `http://<listen>`.
+    pub external_url: String,
 }
 
 /// `[storage]`
@@ -120,16 +124,29 @@ pub struct DeployConfig {
     pub critical_failures: u32,
 }
 
+/// `[notifications]`: how the outbox delivers.
+#[derive(Debug, Clone)]
+pub struct NotificationsConfig {
+    /// A notification not delivered within this is dropped and counted.
+    pub max_age: Duration,
+    /// The first retry waits about this long; each next one twice as long (with jitter) ...
+    pub retry_initial: Duration,
+    /// ... up to this.
+    pub retry_max: Duration,
+}
+
 /// `[[notifier]]`: a receiver of alerts and deployment events.
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
     pub name: String,
-    pub kind: String,
-    /// The receiver's settings, validated per type.
-    pub settings: BTreeMap<String, serde_json::Value>,
-    /// Secret settings (passwords, tokens, routing keys), kept apart so they never print.
-    pub secrets: Vec<Secret>,
+    /// The receiver, validated and ready to send.
+    pub receiver: Arc<crate::notify::Receiver>,
+    /// Deployment events it also receives (`deployment_registered`, `verdict`).
     pub events: Vec<String>,
+    /// Whether it is told when an alert resolves (default true).
+    pub send_resolved: bool,
+    /// Every send ends within this (default 10s).
+    pub timeout: Duration,
 }
 
 /// When a check runs.
@@ -214,6 +231,9 @@ pub struct RuleConfig {
     pub rollback: bool,
     pub repeat: Option<Duration>,
     pub send_resolved: bool,
+    /// A watched check that stopped producing outcomes (stale for 3 intervals) is alerted to
+    /// this rule's notifiers (default true).
+    pub notify_no_data: bool,
 }
 
 /// What a rule measures.
@@ -333,6 +353,7 @@ impl Loader {
         let scheduler = read_scheduler(&mut t, &mut cx);
         let history = read_history(&mut t, &mut cx);
         let deploy = read_deploy(&mut t, &mut cx);
+        let notifications = read_notifications(&mut t, &mut cx);
         let notifiers = read_notifiers(&mut t, &mut cx);
         let mut checks = Vec::new();
         let mut check_names = Vec::new();
@@ -445,6 +466,20 @@ impl Loader {
                 ));
             }
             for (n, span) in &refs.notify {
+                if let Some(kind) = notifiers
+                    .iter()
+                    .find(|x| &x.name == n)
+                    .map(|x| x.receiver.type_name())
+                    && kind == "grafana"
+                {
+                    self.diags.push(src.diagnostic(
+                        span.clone(),
+                        format!(
+                            "rule `{}` notifies `{n}`, a grafana notifier: it receives deployment events only (events = [...])",
+                            rule.name
+                        ),
+                    ));
+                }
                 if !notifier_names.contains(&n.as_str()) {
                     let hint = suggestion(n, notifier_names.iter().copied());
                     self.diags.push(src.diagnostic(
@@ -470,6 +505,7 @@ impl Loader {
             scheduler,
             history,
             deploy,
+            notifications,
             notifiers,
             checks,
             rules,
@@ -547,6 +583,7 @@ fn read_server(root: &mut TableReader, cx: &mut Cx) -> ServerConfig {
         listen: "127.0.0.1:9797".parse().expect("valid default"),
         token: None,
         request_timeout: Duration::from_secs(130),
+        external_url: "http://127.0.0.1:9797".into(),
     };
     let Some(mut t) = read_sub(root, "server", cx) else {
         return out;
@@ -563,6 +600,46 @@ fn read_server(root: &mut TableReader, cx: &mut Cx) -> ServerConfig {
     out.token = t.opt("token", cx);
     if let Some(d) = t.opt("request_timeout", cx) {
         out.request_timeout = d;
+    }
+    out.external_url = format!("http://{}", out.listen);
+    if let Some(u) = t.opt::<At<String>>("external_url", cx) {
+        match reqwest::Url::parse(&u.value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                out.external_url = u.value.trim_end_matches('/').to_string();
+            }
+            _ => cx.error(
+                u.span,
+                format!("external_url: {:?} is not an http(s) URL", u.value),
+            ),
+        }
+    }
+    t.finish(cx);
+    out
+}
+
+fn read_notifications(root: &mut TableReader, cx: &mut Cx) -> NotificationsConfig {
+    let mut out = NotificationsConfig {
+        max_age: Duration::from_secs(24 * 3600),
+        retry_initial: Duration::from_secs(1),
+        retry_max: Duration::from_secs(300),
+    };
+    let Some(mut t) = read_sub(root, "notifications", cx) else {
+        return out;
+    };
+    for (key, slot) in [
+        ("max_age", &mut out.max_age),
+        ("retry_initial", &mut out.retry_initial),
+        ("retry_max", &mut out.retry_max),
+    ] {
+        if let Some(d) = positive(t.opt(key, cx), key, t.span_of(key), cx) {
+            *slot = d;
+        }
+    }
+    if out.retry_max < out.retry_initial {
+        cx.error(
+            t.span_of("retry_max"),
+            "retry_max: must not be shorter than retry_initial",
+        );
     }
     t.finish(cx);
     out
@@ -700,16 +777,8 @@ fn read_deploy(root: &mut TableReader, cx: &mut Cx) -> DeployConfig {
     out
 }
 
-const NOTIFIER_TYPES: &[&str] = &[
-    "email",
-    "webhook",
-    "slack",
-    "pagerduty",
-    "alertmanager",
-    "grafana",
-];
-
 fn read_notifiers(root: &mut TableReader, cx: &mut Cx) -> Vec<NotifierConfig> {
+    use crate::notify::{EVENT_NAMES, NOTIFIER_TYPES, Receiver};
     let mut out = Vec::new();
     let Some(list) = root.get("notifier") else {
         return out;
@@ -723,72 +792,68 @@ fn read_notifiers(root: &mut TableReader, cx: &mut Cx) -> Vec<NotifierConfig> {
     };
     let mut names: Vec<(String, Range<usize>)> = Vec::new();
     for item in items.iter() {
-        let Some(mut t) = TableReader::new(item, "notifier", cx) else {
+        let Some(t) = TableReader::new(item, "notifier", cx) else {
             continue;
         };
+        let mut t = t;
         let name: Option<At<String>> = t.req("name", cx);
+        let label = name
+            .as_ref()
+            .map(|n| format!("notifier `{}`", n.value))
+            .unwrap_or_else(|| "notifier".into());
+        let mut t = t.relabel(label);
         let kind: Option<At<String>> = t.req("type", cx);
-        let events: Vec<String> = t.or("events", Vec::new(), cx);
+        let events: Vec<At<String>> = t.or("events", Vec::new(), cx);
         for e in &events {
-            if !["deployment_registered", "verdict"].contains(&e.as_str()) {
+            if !EVENT_NAMES.contains(&e.value.as_str()) {
                 cx.error(
-                    t.span_of("events"),
-                    format!("events: unknown event {e:?} (deployment_registered, verdict)"),
+                    e.span.clone(),
+                    format!(
+                        "events: unknown event {:?} (one of {})",
+                        e.value,
+                        EVENT_NAMES.join(", ")
+                    ),
                 );
             }
         }
-        let mut settings = BTreeMap::new();
-        let mut secrets = Vec::new();
-        // Per-type keys: (key, required, secret).
-        let keys: &[(&str, bool, bool)] = match kind.as_ref().map(|k| k.value.as_str()) {
-            Some("email") => &[
-                ("smtp", true, false),
-                ("username", false, false),
-                ("password", false, true),
-                ("from", true, false),
-                ("to", true, false),
-            ],
-            Some("webhook") => &[
-                ("url", true, false),
-                ("hmac_secret", false, true),
-                ("headers", false, false),
-            ],
-            Some("slack") => &[("url", true, true)],
-            Some("pagerduty") => &[("routing_key", true, true), ("url", false, false)],
-            Some("alertmanager") => &[("url", true, false)],
-            Some("grafana") => &[("url", true, false), ("token", false, true)],
-            Some(other) => {
+        if !events.is_empty() && kind.as_ref().is_some_and(|k| k.value == "alertmanager") {
+            cx.error(
+                t.span_of("events"),
+                "events: Alertmanager receives alerts only; route deployment events to another notifier",
+            );
+        }
+        let send_resolved = t.or("send_resolved", true, cx);
+        let timeout = positive(t.opt("timeout", cx), "timeout", t.span_of("timeout"), cx)
+            .unwrap_or(Duration::from_secs(10));
+        let receiver = match &kind {
+            Some(k) if NOTIFIER_TYPES.contains(&k.value.as_str()) => {
+                let before = cx.diags.len();
+                let r = Receiver::parse(&k.value, timeout, &mut t, cx);
+                if r.is_none() && cx.diags.len() == before {
+                    cx.error(k.span.clone(), "type: could not be read");
+                }
+                r
+            }
+            Some(k) => {
+                t.accept_unread();
+                let hint = reader::closest(&k.value, NOTIFIER_TYPES)
+                    .map(|x| format!(" (did you mean {x:?}?)"))
+                    .unwrap_or_default();
                 cx.error(
-                    t.span_of("type"),
+                    k.span.clone(),
                     format!(
-                        "type: unknown notifier type {other:?} (one of {})",
+                        "type: unknown notifier type {:?}{hint} (one of {})",
+                        k.value,
                         NOTIFIER_TYPES.join(", ")
                     ),
                 );
-                &[]
+                None
             }
-            None => &[],
+            None => {
+                t.accept_unread();
+                None
+            }
         };
-        for &(key, required, secret) in keys {
-            if secret {
-                let s: Option<Secret> = if required {
-                    t.req(key, cx)
-                } else {
-                    t.opt(key, cx)
-                };
-                secrets.extend(s);
-            } else if let Some(v) = if required {
-                t.get(key).or_else(|| {
-                    t.req::<String>(key, cx);
-                    None
-                })
-            } else {
-                t.get(key)
-            } {
-                settings.insert(key.to_string(), reader::to_json(v.get_ref()));
-            }
-        }
-        t.opt::<bool>("send_resolved", cx);
         if let Some(n) = &name {
             if let Some((_, first)) = names.iter().find(|(x, _)| x == &n.value) {
                 let (line, col) = cx.src.position(first.start);
@@ -804,13 +869,13 @@ fn read_notifiers(root: &mut TableReader, cx: &mut Cx) -> Vec<NotifierConfig> {
             names.push((n.value.clone(), n.span.clone()));
         }
         t.finish(cx);
-        if let (Some(name), Some(kind)) = (name, kind) {
+        if let (Some(name), Some(receiver)) = (name, receiver) {
             out.push(NotifierConfig {
                 name: name.value,
-                kind: kind.value,
-                settings,
-                secrets,
-                events,
+                receiver: Arc::new(receiver),
+                events: events.into_iter().map(|e| e.value).collect(),
+                send_resolved,
+                timeout,
             });
         }
     }
@@ -1125,6 +1190,8 @@ fn read_rule(item: &Value<'_>, cx: &mut Cx, src: &Arc<SourceFile>) -> Option<Raw
     let rollback = t.or("rollback", false, cx);
     let repeat = t.opt("repeat", cx);
     let send_resolved = t.or("send_resolved", true, cx);
+    let notify_no_data = t.or("notify_no_data", true, cx);
+    let repeat = positive(repeat, "repeat", t.span_of("repeat"), cx);
     t.finish(cx);
     let name = name?;
     Some(RawRule {
@@ -1143,6 +1210,7 @@ fn read_rule(item: &Value<'_>, cx: &mut Cx, src: &Arc<SourceFile>) -> Option<Raw
             rollback,
             repeat,
             send_resolved,
+            notify_no_data,
         },
         name_span: name.span,
         refs,

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema steps, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes: a database with a higher `user_version` was made by a
 /// newer bakewatch and is refused.
@@ -73,6 +73,23 @@ CREATE TABLE outbox (
 ) STRICT;
 -- outbox_due(now): undelivered items by due time.
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
+";
+
+/// v2: notifications given up on (`dropped_at`, with why in `last_error`), and what a receiver
+/// answered that a later notification with the same dedup key needs (Grafana's annotation id).
+const V2: &str = "
+ALTER TABLE outbox ADD COLUMN dropped_at INTEGER;
+DROP INDEX outbox_due;
+-- outbox_due(now): pending items (neither delivered nor dropped) by due time.
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL AND dropped_at IS NULL;
+
+CREATE TABLE receiver_refs (
+    notifier    TEXT    NOT NULL,
+    dedup_key   TEXT    NOT NULL,
+    reference   TEXT    NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (notifier, dedup_key)
+) STRICT, WITHOUT ROWID;
 ";
 
 /// Brings the database up to [`SCHEMA_VERSION`], one transaction per step. Returns the version
@@ -139,7 +156,13 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        for t in ["deployments", "outbox", "outcomes", "rule_states"] {
+        for t in [
+            "deployments",
+            "outbox",
+            "outcomes",
+            "receiver_refs",
+            "rule_states",
+        ] {
             assert!(tables.iter().any(|x| x == t), "{t} missing from {tables:?}");
         }
     }

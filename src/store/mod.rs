@@ -559,7 +559,7 @@ impl Store {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, notifier, dedup_key, payload, created_at, attempts, next_attempt_at, \
                  last_error FROM outbox \
-                 WHERE delivered_at IS NULL AND next_attempt_at <= ?1 \
+                 WHERE delivered_at IS NULL AND dropped_at IS NULL AND next_attempt_at <= ?1 \
                  ORDER BY next_attempt_at, id LIMIT ?2",
             )?;
             let rows = stmt.query_map(rusqlite::params![to_sql_int(now_ms), limit], |r| {
@@ -606,7 +606,7 @@ impl Store {
             write(conn, |tx| {
                 let n = tx.execute(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, \
-                     last_error = ?3 WHERE id = ?1 AND delivered_at IS NULL",
+                     last_error = ?3 WHERE id = ?1 AND delivered_at IS NULL AND dropped_at IS NULL",
                     rusqlite::params![id, to_sql_int(next_attempt_at_ms), error],
                 )?;
                 Ok(n == 1)
@@ -615,14 +615,128 @@ impl Store {
         .await
     }
 
-    /// Retention: deletes notifications delivered before `older_than_ms`; returns how many.
-    pub async fn prune_outbox(&self, older_than_ms: u64) -> Result<usize, StoreError> {
+    /// Gives up on a notification (too old, or rejected by its receiver); false if it is
+    /// unknown or already delivered or dropped.
+    pub async fn outbox_mark_dropped(&self, id: i64, why: &str) -> Result<bool, StoreError> {
+        let why = why.to_string();
+        self.call(move |conn| {
+            write(conn, |tx| {
+                let n = tx.execute(
+                    "UPDATE outbox SET dropped_at = ?2, last_error = ?3 \
+                     WHERE id = ?1 AND delivered_at IS NULL AND dropped_at IS NULL",
+                    rusqlite::params![id, to_sql_int(now_ms()), why],
+                )?;
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    /// Postpones every pending notification of `notifier` to at least `until_ms` without
+    /// counting an attempt (its receiver is down: the ones behind the failed one wait too).
+    pub async fn outbox_defer(&self, notifier: &str, until_ms: u64) -> Result<usize, StoreError> {
+        let notifier = notifier.to_string();
         self.call(move |conn| {
             write(conn, |tx| {
                 Ok(tx.execute(
-                    "DELETE FROM outbox WHERE delivered_at < ?1",
-                    [to_sql_int(older_than_ms)],
+                    "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?2) \
+                     WHERE notifier = ?1 AND delivered_at IS NULL AND dropped_at IS NULL",
+                    rusqlite::params![notifier, to_sql_int(until_ms)],
                 )?)
+            })
+        })
+        .await
+    }
+
+    /// Pending notifications (neither delivered nor dropped) per notifier.
+    pub async fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT notifier, count(*) FROM outbox \
+                 WHERE delivered_at IS NULL AND dropped_at IS NULL GROUP BY notifier",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, from_sql_int(r.get(1)?))))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The soonest due time of a pending notification, if any.
+    pub async fn outbox_next_due(&self) -> Result<Option<u64>, StoreError> {
+        self.call(|conn| {
+            let v: Option<i64> = conn.query_row(
+                "SELECT min(next_attempt_at) FROM outbox \
+                 WHERE delivered_at IS NULL AND dropped_at IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(v.map(from_sql_int))
+        })
+        .await
+    }
+
+    /// What `notifier` answered for `dedup_key` last time (see [`crate::notify::Sent`]).
+    pub async fn receiver_ref(
+        &self,
+        notifier: &str,
+        dedup_key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (notifier, dedup_key) = (notifier.to_string(), dedup_key.to_string());
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT reference FROM receiver_refs WHERE notifier = ?1 AND dedup_key = ?2",
+            )?;
+            let mut rows = stmt.query(rusqlite::params![notifier, dedup_key])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
+    /// Marks a notification delivered and keeps what the receiver answered, in one commit.
+    pub async fn outbox_delivered_with_ref(
+        &self,
+        id: i64,
+        reference: Option<String>,
+    ) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            write(conn, |tx| {
+                let now = to_sql_int(now_ms());
+                let n = tx.execute(
+                    "UPDATE outbox SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL",
+                    rusqlite::params![id, now],
+                )?;
+                if let Some(reference) = reference {
+                    tx.execute(
+                        "INSERT INTO receiver_refs (notifier, dedup_key, reference, updated_at) \
+                         SELECT notifier, dedup_key, ?2, ?3 FROM outbox WHERE id = ?1 \
+                         ON CONFLICT (notifier, dedup_key) DO UPDATE \
+                         SET reference = excluded.reference, updated_at = excluded.updated_at",
+                        rusqlite::params![id, reference, now],
+                    )?;
+                }
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    /// Retention: deletes notifications delivered or dropped before `older_than_ms`, and
+    /// receiver references not used since; returns how many notifications.
+    pub async fn prune_outbox(&self, older_than_ms: u64) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            write(conn, |tx| {
+                let n = tx.execute(
+                    "DELETE FROM outbox WHERE delivered_at < ?1 OR dropped_at < ?1",
+                    [to_sql_int(older_than_ms)],
+                )?;
+                tx.execute(
+                    "DELETE FROM receiver_refs WHERE updated_at < ?1",
+                    [to_sql_int(older_than_ms)],
+                )?;
+                Ok(n)
             })
         })
         .await

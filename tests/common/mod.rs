@@ -93,6 +93,9 @@ pub enum Mode {
     Hang,
     /// 200 with [`HEALTHY_BODY`] after this many milliseconds.
     Slow(u64),
+    /// Every n-th request (counting all requests) answers 500, the others 200: a service
+    /// failing exactly 1/n of the time.
+    FailEvery(u64),
 }
 
 /// The JSON body of a healthy answer.
@@ -173,7 +176,7 @@ impl Drop for Target {
 }
 
 async fn target_handler(State(state): State<Arc<TargetState>>, uri: Uri) -> Response {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+    let nth = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     *state
         .by_path
         .lock()
@@ -206,6 +209,96 @@ async fn target_handler(State(state): State<Arc<TargetState>>, uri: Uri) -> Resp
             tokio::time::sleep(Duration::from_millis(ms)).await;
             json(StatusCode::OK, HEALTHY_BODY.to_string())
         }
+        Mode::FailEvery(n) if nth % n.max(1) == 0 => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"status":"down"}"#.to_string(),
+        ),
+        Mode::FailEvery(_) => json(StatusCode::OK, HEALTHY_BODY.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A webhook receiver
+
+/// A loopback HTTP endpoint that records every JSON body POSTed to it (a webhook receiver).
+/// It can be started late on a port chosen in advance, to play a receiver that was down.
+pub struct Inbox {
+    pub port: u16,
+    received: Arc<Mutex<Vec<serde_json::Value>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Inbox {
+    /// An inbox on a port nobody listens on yet (see [`Inbox::open`]).
+    pub fn closed() -> Inbox {
+        Inbox {
+            port: free_port(),
+            received: Arc::default(),
+            task: None,
+        }
+    }
+
+    /// Starts listening (again) on its port.
+    pub async fn open(&mut self) {
+        let received = self.received.clone();
+        let app = Router::new().fallback(move |body: axum::body::Bytes| {
+            let received = received.clone();
+            async move {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                received.lock().unwrap().push(v);
+                StatusCode::OK
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the inbox port");
+        self.task = Some(tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("inbox server");
+        }));
+    }
+
+    /// Stops listening (the port refuses connections).
+    pub fn close(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Everything received so far, in order.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for what was received; panics with it after `timeout`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            if pred(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; received: {got:#?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -521,3 +521,131 @@ async fn deployment_events_reach_the_notifiers_that_subscribed() {
     );
     assert!(quiet.received().is_empty(), "{:?}", quiet.received());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_resolved_false_keeps_a_notifier_out_of_resolves() {
+    let target = Target::start_in(Mode::Status(500)).await;
+    let mut all = Inbox::closed();
+    all.open().await;
+    let mut firing_only = Inbox::closed();
+    firing_only.open().await;
+    let extra = format!(
+        "[scheduler]\njitter = \"0s\"\n\n[[notifier]]\nname = \"all\"\ntype = \"webhook\"\nurl = \"{}\"\n\n[[notifier]]\nname = \"firing-only\"\ntype = \"webhook\"\nurl = \"{}\"\nsend_resolved = false\n",
+        all.url(),
+        firing_only.url()
+    );
+    let d = Daemon::start_with(
+        &extra,
+        &[(
+            "pay.toml",
+            &failing_setup(&target, "\"all\", \"firing-only\"", ""),
+        )],
+    )
+    .await;
+    firing_only
+        .wait_for("the firing alert", Duration::from_secs(20), |g| {
+            !alerts(g, "pay-down", "firing").is_empty()
+        })
+        .await;
+    target.set_mode(Mode::Healthy);
+    all.wait_for("the resolve", Duration::from_secs(20), |g| {
+        !alerts(g, "pay-down", "resolved").is_empty()
+    })
+    .await;
+    // Both were queued in the same evaluation: once `all` has its resolve, the other
+    // notifier's queue is empty too, and it got no resolve.
+    d.wait_metric(
+        "bakewatch_notification_queue_depth",
+        &[("notifier", "firing-only")],
+        Duration::from_secs(10),
+        |v| v == 0.0,
+    )
+    .await;
+    let got = firing_only.received();
+    assert_eq!(alerts(&got, "pay-down", "firing").len(), 1, "{got:#?}");
+    assert!(alerts(&got, "pay-down", "resolved").is_empty(), "{got:#?}");
+}
+
+/// A stand-in Grafana: `POST /api/annotations` answers `{"id": 41}`; every request recorded.
+async fn grafana() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+) {
+    use axum::http::{Method, Uri};
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>> = Default::default();
+    let log = seen.clone();
+    let app =
+        axum::Router::new().fallback(move |method: Method, uri: Uri, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock()
+                    .unwrap()
+                    .push((method.to_string(), uri.path().to_string(), v));
+                axum::Json(json!({"id": 41, "message": "Annotation added"}))
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grafana_marker_is_created_at_registration_and_closed_by_the_verdict() {
+    let target = Target::start().await;
+    let (grafana_url, seen) = grafana().await;
+    let checks = format!(
+        "[[check]]\nname = \"web\"\nservice = \"web\"\ntype = \"http\"\nurl = \"{}\"\ninterval = \"100ms\"\n",
+        target.url("/")
+    );
+    let extra = format!(
+        "[scheduler]\njitter = \"0s\"\n\n[deploy]\ninterval = \"100ms\"\nmin_duration = \"1s\"\nmax_duration = \"10s\"\n\n[[notifier]]\nname = \"marks\"\ntype = \"grafana\"\nurl = \"{grafana_url}\"\nevents = [\"deployment_registered\", \"verdict\"]\n"
+    );
+    let mut d = Daemon::start_full(
+        &format!("token = \"{TOKEN}\""),
+        &extra,
+        &[("web.toml", &checks)],
+    )
+    .await;
+    register(
+        &d,
+        json!({"id": "web-9", "service": "web", "version": "9.0.0"}),
+    )
+    .await;
+    // The annotation id Grafana gave survives a restart (it is in the state file).
+    common::wait_until("the marker", Duration::from_secs(20), async || {
+        match seen.lock().unwrap().len() {
+            0 => Err("nothing yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    d.kill9_and_restart().await;
+    common::wait_until("the verdict update", Duration::from_secs(30), async || {
+        let n = seen.lock().unwrap().len();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} request(s)"))
+        }
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, "POST");
+    assert_eq!(seen[0].1, "/api/annotations");
+    assert!(
+        seen[0].2["text"].as_str().unwrap().contains("9.0.0"),
+        "{seen:#?}"
+    );
+    assert_eq!(seen[1].0, "PATCH", "{seen:#?}");
+    assert_eq!(seen[1].1, "/api/annotations/41");
+    assert!(seen[1].2["timeEnd"].as_i64().is_some(), "{seen:#?}");
+    let tags: Vec<&str> = seen[1].2["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(tags.contains(&"verdict:pass"), "{tags:?}");
+}

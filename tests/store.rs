@@ -91,7 +91,16 @@ async fn open_creates_directories_and_migrates_an_empty_file() {
         .collect::<Result<_, _>>()
         .unwrap();
     tables.sort();
-    assert_eq!(tables, ["deployments", "outbox", "outcomes", "rule_states"]);
+    assert_eq!(
+        tables,
+        [
+            "deployments",
+            "outbox",
+            "outcomes",
+            "receiver_refs",
+            "rule_states"
+        ]
+    );
     drop(conn);
     store.close().await;
     assert_eq!(integrity(&path), "ok");
@@ -498,9 +507,40 @@ async fn outbox_items_are_due_until_delivered() {
         Some("connect: connection refused")
     );
 
-    // Retention removes delivered items only.
-    assert_eq!(store.prune_outbox(u64::MAX).await.unwrap(), 1);
-    assert_eq!(store.outbox_due(u64::MAX, 10).await.unwrap().len(), 1);
+    // Each notifier's queue is first in, first out: `c`, queued behind the failed `a`, waits
+    // for it even though `c` itself is due at once.
+    let c = store
+        .outbox_push("pager", "slow/api/d1", &json!({"event": "resolve"}))
+        .await
+        .unwrap();
+    assert!(store.outbox_due(now + 10_000, 10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_next_due().await.unwrap(), Some(now + 30_000));
+    let due = store.outbox_due(now + 30_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), [a, c]);
+    // Dropping the head lets the rest go.
+    assert!(store.outbox_mark_dropped(a, "too old").await.unwrap());
+    assert!(!store.outbox_mark_failed(a, now, "late").await.unwrap());
+    let due = store.outbox_due(now + 60_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), [c]);
+    assert!(
+        store
+            .outbox_delivered_with_ref(c, Some("41".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .receiver_ref("pager", "slow/api/d1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("41")
+    );
+    assert_eq!(store.outbox_next_due().await.unwrap(), None);
+
+    // Retention removes delivered and dropped items only.
+    assert_eq!(store.prune_outbox(u64::MAX).await.unwrap(), 3);
+    assert!(store.outbox_due(u64::MAX, 10).await.unwrap().is_empty());
     store.close().await;
 }
 

@@ -3,8 +3,9 @@
 //! Everything sent goes through the `outbox` table first ([`Outbox::push`] commits before it
 //! returns), so a notification decided on survives `kill -9`. The worker takes what is due,
 //! sends each with its notifier's receiver, and records the result: delivered; failed (tried
-//! again after an exponential backoff with jitter, and everything queued behind it for the same
-//! notifier waits too, so a receiver that is down is not hammered and order is kept); or
+//! again after an exponential backoff with jitter; each notifier's queue is first in, first
+//! out, so everything behind it waits too: a receiver that is down is not hammered, and a
+//! resolve never overtakes its trigger); or
 //! dropped (older than `[notifications] max_age`, rejected by the receiver, or for a notifier
 //! that a reload removed). A crash between a send and its bookkeeping re-sends it: receivers
 //! deduplicate on the notification's `id` / `dedup_key`.
@@ -232,8 +233,8 @@ async fn lane(
                 }
                 let wait = backoff(&delivery.policy, item.attempts + 1, rand::random::<f64>());
                 let until = unix_millis(SystemTime::now()) + wait.as_millis() as u64;
+                // The queue behind it waits for it (first in, first out).
                 store.outbox_mark_failed(item.id, until, &message).await?;
-                store.outbox_defer(&notifier, until).await?;
                 tracing::warn!(notifier = %notifier, title = %n.title(), error = %message, attempt = item.attempts + 1, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), "notification failed; will retry");
                 count("failed");
                 return Ok(());

@@ -80,8 +80,9 @@ CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
 const V2: &str = "
 ALTER TABLE outbox ADD COLUMN dropped_at INTEGER;
 DROP INDEX outbox_due;
--- outbox_due(now): pending items (neither delivered nor dropped) by due time.
-CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL AND dropped_at IS NULL;
+-- outbox_due(now) / outbox_next_due(): each notifier's pending items (neither delivered nor
+-- dropped) in queue order.
+CREATE INDEX outbox_queue ON outbox (notifier, id) WHERE delivered_at IS NULL AND dropped_at IS NULL;
 
 CREATE TABLE receiver_refs (
     notifier    TEXT    NOT NULL,

@@ -548,7 +548,10 @@ impl Store {
         .await
     }
 
-    /// Undelivered notifications due at `now_ms`, soonest due first, at most `limit`.
+    /// The queued notifications of every notifier whose queue is due at `now_ms`, in queue
+    /// order, at most `limit`. A notifier's queue is first in, first out: it is due when its
+    /// oldest pending notification is, and nothing behind that one goes out before it (a
+    /// resolve never overtakes the trigger that is still being retried).
     pub async fn outbox_due(
         &self,
         now_ms: u64,
@@ -558,9 +561,13 @@ impl Store {
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, notifier, dedup_key, payload, created_at, attempts, next_attempt_at, \
-                 last_error FROM outbox \
-                 WHERE delivered_at IS NULL AND dropped_at IS NULL AND next_attempt_at <= ?1 \
-                 ORDER BY next_attempt_at, id LIMIT ?2",
+                 last_error FROM outbox o \
+                 WHERE delivered_at IS NULL AND dropped_at IS NULL \
+                 AND (SELECT h.next_attempt_at FROM outbox h \
+                      WHERE h.notifier = o.notifier \
+                      AND h.delivered_at IS NULL AND h.dropped_at IS NULL \
+                      ORDER BY h.id LIMIT 1) <= ?1 \
+                 ORDER BY id LIMIT ?2",
             )?;
             let rows = stmt.query_map(rusqlite::params![to_sql_int(now_ms), limit], |r| {
                 Ok(OutboxItem {
@@ -632,22 +639,6 @@ impl Store {
         .await
     }
 
-    /// Postpones every pending notification of `notifier` to at least `until_ms` without
-    /// counting an attempt (its receiver is down: the ones behind the failed one wait too).
-    pub async fn outbox_defer(&self, notifier: &str, until_ms: u64) -> Result<usize, StoreError> {
-        let notifier = notifier.to_string();
-        self.call(move |conn| {
-            write(conn, |tx| {
-                Ok(tx.execute(
-                    "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?2) \
-                     WHERE notifier = ?1 AND delivered_at IS NULL AND dropped_at IS NULL",
-                    rusqlite::params![notifier, to_sql_int(until_ms)],
-                )?)
-            })
-        })
-        .await
-    }
-
     /// Pending notifications (neither delivered nor dropped) per notifier.
     pub async fn outbox_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.call(|conn| {
@@ -661,12 +652,14 @@ impl Store {
         .await
     }
 
-    /// The soonest due time of a pending notification, if any.
+    /// When the soonest notifier queue is due (see [`Store::outbox_due`]), if any is queued.
     pub async fn outbox_next_due(&self) -> Result<Option<u64>, StoreError> {
         self.call(|conn| {
             let v: Option<i64> = conn.query_row(
-                "SELECT min(next_attempt_at) FROM outbox \
-                 WHERE delivered_at IS NULL AND dropped_at IS NULL",
+                "SELECT min(h.next_attempt_at) FROM outbox h \
+                 WHERE h.delivered_at IS NULL AND h.dropped_at IS NULL \
+                 AND h.id = (SELECT min(x.id) FROM outbox x WHERE x.notifier = h.notifier \
+                             AND x.delivered_at IS NULL AND x.dropped_at IS NULL)",
                 [],
                 |r| r.get(0),
             )?;

@@ -671,7 +671,6 @@ impl Deployments {
                 .with_label_values(&[&a.rule, &a.severity, a.state.as_str()])
                 .inc();
         }
-        let mut concluded = Vec::new();
         let window = self.rt.config.deploy.window;
         let todo: Vec<(Deployment, u64, u64)> = {
             let active = self.active.lock().expect("not poisoned");
@@ -698,7 +697,11 @@ impl Deployments {
                         .map(|r| r.message.clone())
                         .unwrap_or_default();
                     tracing::info!(deployment = %d.id, service = %d.service, verdict = %d.verdict.verdict, reason = %first, "verdict concluded");
-                    concluded.push(d.event());
+                    // Queued before the verdict is stored: a crash in between concludes it
+                    // again after the restart and notifies twice, never not at all.
+                    self.alerting
+                        .deployment_event(crate::alerting::DeploymentEventKind::Verdict, d.event())
+                        .await;
                 }
             }
             let revision = d.verdict.revision + d.verdict.late_failures.len() as u64;
@@ -727,11 +730,6 @@ impl Deployments {
         self.refresh_windows(now);
         if any_change {
             self.changed.send_modify(|n| *n += 1);
-        }
-        for e in concluded {
-            self.alerting
-                .deployment_event(crate::alerting::DeploymentEventKind::Verdict, e)
-                .await;
         }
     }
 

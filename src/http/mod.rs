@@ -24,6 +24,18 @@ pub struct AppState {
     pub deployments: Option<Arc<Deployments>>,
 }
 
+impl AppState {
+    /// The runtime now serving (use this rather than the field: a reload may swap it).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.rt.clone()
+    }
+
+    /// The deployments now serving, when storage is open (see [`AppState::runtime`]).
+    pub fn deployments(&self) -> Option<Arc<Deployments>> {
+        self.deployments.clone()
+    }
+}
+
 impl FromRef<AppState> for Arc<Runtime> {
     fn from_ref(s: &AppState) -> Arc<Runtime> {
         s.rt.clone()

@@ -136,6 +136,27 @@ impl Alerting {
         Ok((me, states))
     }
 
+    /// The alerting of a reloaded runtime over the same store: what was sent (marks), the
+    /// `no_data` instances and what was persisted carry over for rules and checks that still
+    /// exist, so a firing alert stays firing and is not notified again before its repeat.
+    pub fn reloaded(&self, rt: Arc<Runtime>, outbox: Arc<Outbox>) -> Arc<Alerting> {
+        let known = |rule: &str, check: &str| {
+            rt.check(check).is_some()
+                && (rule == NO_DATA_RULE || rt.config.rules.iter().any(|r| r.name == rule))
+        };
+        let marks = kept(&self.marks, |(r, c)| known(r, c));
+        let persisted = kept(&self.persisted, |(r, c)| known(r, c));
+        let no_data = kept(&self.no_data, |c| rt.check(c).is_some());
+        Arc::new(Alerting {
+            rt,
+            store: self.store.clone(),
+            outbox,
+            marks: Mutex::new(marks),
+            no_data: Mutex::new(no_data),
+            persisted: Mutex::new(persisted),
+        })
+    }
+
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }
@@ -541,6 +562,19 @@ impl Alerting {
             .find(|n| n.name == notifier)
             .is_some_and(|n| n.send_resolved)
     }
+}
+
+/// The entries of `map` whose key passes `keep`, copied.
+fn kept<K: Ord + Clone, V: Clone>(
+    map: &Mutex<BTreeMap<K, V>>,
+    keep: impl Fn(&K) -> bool,
+) -> BTreeMap<K, V> {
+    map.lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -226,11 +226,18 @@ pub struct Deployments {
     rt: Arc<Runtime>,
     store: Store,
     policy: VerdictPolicy,
-    active: Mutex<BTreeMap<String, Active>>,
+    /// Shared with the generations before and after a reload, so a long-poll that started
+    /// on an older one still sees every change.
+    active: Arc<Mutex<BTreeMap<String, Active>>>,
     /// Rule states by rule name (the rule engine's memory between ticks).
     rules: Mutex<BTreeMap<String, RuleState>>,
-    /// Bumped whenever any verdict changes: long-pollers wait on it.
-    changed: watch::Sender<u64>,
+    /// Bumped whenever any verdict changes: long-pollers wait on it (shared like `active`).
+    changed: Arc<watch::Sender<u64>>,
+    /// Held by every evaluation and by a reload: a reload copies the rule states and alert
+    /// marks between two evaluations, never during one.
+    evaluating: Arc<tokio::sync::Mutex<()>>,
+    /// Set by a reload under `evaluating`: this generation evaluates no more.
+    retired: std::sync::atomic::AtomicBool,
     /// Cancelled at shutdown: long-polls answer at once instead of holding the server open.
     shutdown: CancellationToken,
     /// Alert and deployment notifications.
@@ -288,14 +295,22 @@ impl Deployments {
             policy: VerdictPolicy::from_deploy(&rt.config.deploy),
             rt,
             store,
-            active: Mutex::new(active),
+            active: Arc::new(Mutex::new(active)),
             rules: Mutex::new(rule_states),
-            changed: watch::channel(0).0,
+            changed: Arc::new(watch::channel(0).0),
+            evaluating: Arc::new(tokio::sync::Mutex::new(())),
+            retired: std::sync::atomic::AtomicBool::new(false),
             shutdown,
             alerting,
         });
         me.refresh_windows(now);
-        let mut services: Vec<&str> = me
+        me.refresh_all_latest().await?;
+        Ok(me)
+    }
+
+    /// [`Deployments::refresh_latest`] for every service a check names.
+    async fn refresh_all_latest(&self) -> Result<(), StoreError> {
+        let mut services: Vec<&str> = self
             .rt
             .checks
             .iter()
@@ -304,9 +319,92 @@ impl Deployments {
         services.sort_unstable();
         services.dedup();
         for service in services.into_iter().filter(|s| !s.is_empty()) {
-            me.refresh_latest(service).await?;
+            self.refresh_latest(service).await?;
         }
-        Ok(me)
+        Ok(())
+    }
+
+    /// The deployments of a reloaded runtime `rt` (see [`Runtime::reloaded`]), over the same
+    /// store: the active deployments and long-pollers are shared; the rule states of rules
+    /// and checks that still exist, and what was notified about them, carry over; checks new
+    /// to this generation get their recent outcomes from the store. From here on `self`
+    /// evaluates nothing (the deployments task moves to the new generation).
+    pub async fn reload(&self, rt: Arc<Runtime>) -> Arc<Deployments> {
+        let since = unix_millis(SystemTime::now())
+            .saturating_sub(rt.config.history.retention.as_millis() as u64);
+        for c in &rt.checks {
+            if self.rt.check(&c.config.name).is_some() {
+                continue;
+            }
+            match self.store.outcomes_since(&c.config.name, since).await {
+                Ok(samples) => c.history.lock().expect("not poisoned").restore(samples),
+                Err(e) => {
+                    tracing::warn!(check = %c.config.name, error = %e, "cannot restore recent outcomes of a new check")
+                }
+            }
+        }
+        let outbox = crate::notify::outbox::Outbox::new(
+            self.store.clone(),
+            rt.metrics.clone(),
+            rt.config.notifiers.iter().map(|n| n.name.clone()).collect(),
+        );
+        let _guard = self.evaluating.lock().await;
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+        let rules: BTreeMap<String, RuleState> = {
+            let old = self.rules.lock().expect("not poisoned");
+            old.iter()
+                .filter(|(name, _)| rt.config.rules.iter().any(|r| &r.name == *name))
+                .map(|(name, state)| {
+                    let mut state = state.clone();
+                    state.instances.retain(|check, _| rt.check(check).is_some());
+                    (name.clone(), state)
+                })
+                .collect()
+        };
+        let alerting = self.alerting.reloaded(rt.clone(), outbox);
+        let me = Arc::new(Deployments {
+            policy: VerdictPolicy::from_deploy(&rt.config.deploy),
+            rt,
+            store: self.store.clone(),
+            active: self.active.clone(),
+            rules: Mutex::new(rules),
+            changed: self.changed.clone(),
+            evaluating: self.evaluating.clone(),
+            retired: std::sync::atomic::AtomicBool::new(false),
+            shutdown: self.shutdown.clone(),
+            alerting,
+        });
+        drop(_guard);
+        let now = SystemTime::now();
+        me.refresh_windows(now);
+        if let Err(e) = me.refresh_all_latest().await {
+            tracing::warn!(error = %e, "cannot read the latest deployments");
+        }
+        me
+    }
+
+    /// The runtime this generation serves.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    /// `(service, version)` of each deployment still waiting for its verdict, oldest first.
+    pub fn pending(&self) -> Vec<(String, String)> {
+        let active = self.active.lock().expect("not poisoned");
+        let mut out: Vec<(SystemTime, String, String)> = active
+            .values()
+            .filter(|a| a.deployment.verdict.verdict == Verdict::Pending)
+            .map(|a| {
+                (
+                    a.deployment.verdict.started_at,
+                    a.deployment.service.clone(),
+                    a.deployment.version.clone(),
+                )
+            })
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, s, v)| (s, v)).collect()
     }
 
     /// Re-reads which deployment `{{ deployment.* }}` in `service`'s checks name.
@@ -662,6 +760,10 @@ impl Deployments {
 
     /// Evaluates rules and every pending or in-window deployment at `now`.
     async fn tick(&self, now: SystemTime) {
+        let _guard = self.evaluating.lock().await;
+        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let states = self.evaluate_rules(now);
         self.alerting.process(&states, now).await;
         for a in self.alerting.no_data_alerts() {
@@ -869,25 +971,26 @@ impl Deployments {
 }
 
 /// The deployments task: persists outcomes in batches, and evaluates rules and verdicts
-/// after every batch of outcomes and at least every [`TICK`].
+/// after every batch of outcomes and at least every [`TICK`], always on the generation
+/// `current` holds (a reload replaces it).
 pub async fn run(
-    deployments: Arc<Deployments>,
+    current: watch::Receiver<Arc<Deployments>>,
     mut events: mpsc::UnboundedReceiver<OutcomeEvent>,
     shutdown: CancellationToken,
 ) {
-    let rt = deployments.rt.clone();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let retention = rt.config.history.retention;
     let mut last_prune = SystemTime::now();
+    let name = |e: OutcomeEvent| (e.check.to_string(), e.sample);
     loop {
         let mut batch: Vec<(String, crate::history::Sample)> = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // Keep what already arrived.
                 while let Ok(e) = events.try_recv() {
-                    batch.push((rt.checks[e.check].config.name.clone(), e.sample));
+                    batch.push(name(e));
                 }
+                let deployments = current.borrow().clone();
                 if !batch.is_empty() && let Err(e) = deployments.store.append_outcomes(&batch).await {
                     tracing::warn!(error = %e, "cannot store the last outcomes");
                 }
@@ -895,12 +998,14 @@ pub async fn run(
             }
             _ = tick.tick() => {}
             Some(e) = events.recv() => {
-                batch.push((rt.checks[e.check].config.name.clone(), e.sample));
+                batch.push(name(e));
                 while let Ok(e) = events.try_recv() {
-                    batch.push((rt.checks[e.check].config.name.clone(), e.sample));
+                    batch.push(name(e));
                 }
             }
         }
+        let deployments = current.borrow().clone();
+        let rt = deployments.rt.clone();
         if !batch.is_empty()
             && let Err(e) = deployments.store.append_outcomes(&batch).await
         {
@@ -910,6 +1015,7 @@ pub async fn run(
         deployments.tick(now).await;
         if now.duration_since(last_prune).unwrap_or_default() > Duration::from_secs(60) {
             last_prune = now;
+            let retention = rt.config.history.retention;
             let horizon = unix_millis(now).saturating_sub(retention.as_millis() as u64);
             if let Err(e) = deployments.store.prune_outcomes(horizon).await {
                 tracing::warn!(error = %e, "cannot prune old outcomes");

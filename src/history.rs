@@ -221,6 +221,21 @@ impl History {
         }
     }
 
+    /// Applies new limits (after a reload); what is now too much or too old goes at the
+    /// next record.
+    pub fn set_limits(&mut self, retention: Duration, max_samples: usize) {
+        self.retention = retention;
+        self.max_samples = max_samples.max(1);
+        while self.samples.len() > self.max_samples {
+            self.samples.pop_front();
+        }
+        for v in &mut self.values {
+            while v.ring.len() > self.max_samples {
+                v.ring.pop_front();
+            }
+        }
+    }
+
     /// Starts keeping the numeric observation `name` of every judged run (not `error`
     /// runs: their readings are bakewatch's own trouble). Idempotent; earlier runs are not
     /// recovered, so call it when the check's history is created or its rules change.

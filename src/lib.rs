@@ -25,7 +25,8 @@
 //! - [`store`]: durable state in one SQLite file (deployments, outcomes, rule states, outbox).
 //! - [`http`]: the axum server: `/metrics`, health endpoints, the JSON API.
 //! - [`report`]: `bakewatch once` output (table, JSON, JUnit).
-//! - [`app`]: the daemon lifecycle and the one-shot commands.
+//! - [`app`]: the daemon lifecycle (reload on SIGHUP, shutdown) and the one-shot commands.
+//! - [`sdnotify`]: the systemd notification protocol (ready, status, reload, watchdog).
 //! - [`client`]: `deploy` / `verdict`: register with and wait on one or more daemons over HTTP.
 //! - [`cli`]: command-line definitions.
 
@@ -46,6 +47,7 @@ pub mod report;
 pub mod rules;
 pub mod runtime;
 pub mod scheduler;
+pub mod sdnotify;
 pub mod store;
 pub mod template;
 pub mod util;

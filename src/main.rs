@@ -3,10 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use bakewatch::app::{self, AppError};
-use bakewatch::cli::{Cli, Command, LogFormat};
+use bakewatch::cli::{self, Cli, Command, LogFormat};
 use bakewatch::client::{self, ClientError, Conclusion};
 
 /// Exit codes (DESIGN §2).
@@ -97,6 +97,33 @@ fn main() -> ExitCode {
             });
         }
     };
+    // Commands that only print what the binary knows: no logging, no runtime.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "bakewatch", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return ExitCode::from(exit::OK);
+        }
+        Command::Man => {
+            return match cli::man_page(Cli::command()) {
+                Ok(page) => {
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
+                    ExitCode::from(exit::OK)
+                }
+                Err(e) => {
+                    eprintln!("bakewatch: cannot write the man page: {e}");
+                    ExitCode::from(exit::INTERNAL)
+                }
+            };
+        }
+        Command::Schema { which } => {
+            let text = cli::schema(*which);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+            return ExitCode::from(exit::OK);
+        }
+        _ => {}
+    }
     let level = if matches!(cli.command, Command::Run { .. }) {
         "info"
     } else {
@@ -146,6 +173,9 @@ fn main() -> ExitCode {
                 .await
                 .map(conclusion_code)
                 .map_err(Failure::from),
+            Command::Completions { .. } | Command::Man | Command::Schema { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

@@ -86,6 +86,28 @@ pub struct CheckState {
     pub metrics: CheckMetrics,
 }
 
+impl CheckState {
+    /// The state of check `c` of `config` around `history`, which is made to track the
+    /// observations `config`'s rules read.
+    fn new(
+        config: &Config,
+        c: &Arc<CheckConfig>,
+        mut history: History,
+        metrics: &Metrics,
+    ) -> Arc<CheckState> {
+        history.set_tracked_values(crate::rules::tracked_observations(
+            &config.rules,
+            &c.name,
+            &c.service,
+        ));
+        Arc::new(CheckState {
+            config: c.clone(),
+            history: Mutex::new(history),
+            metrics: metrics.for_check(&c.name, &c.service, c.type_name()),
+        })
+    }
+}
+
 /// Shared daemon state.
 pub struct Runtime {
     pub config: Arc<Config>,
@@ -106,8 +128,8 @@ pub struct Runtime {
 /// One recorded outcome, announced to the deployments task (persistence and verdicts).
 #[derive(Debug, Clone)]
 pub struct OutcomeEvent {
-    /// Index into [`Runtime::checks`].
-    pub check: usize,
+    /// The check's name (not an index: a run may finish after a reload changed the list).
+    pub check: Arc<str>,
     pub sample: crate::history::Sample,
 }
 
@@ -118,18 +140,8 @@ impl Runtime {
             .checks
             .iter()
             .map(|c| {
-                let mut history =
-                    History::new(config.history.retention, config.history.max_samples);
-                history.set_tracked_values(crate::rules::tracked_observations(
-                    &config.rules,
-                    &c.name,
-                    &c.service,
-                ));
-                Arc::new(CheckState {
-                    config: c.clone(),
-                    history: Mutex::new(history),
-                    metrics: metrics.for_check(&c.name, &c.service, c.type_name()),
-                })
+                let history = History::new(config.history.retention, config.history.max_samples);
+                CheckState::new(&config, c, history, &metrics)
             })
             .collect();
         Runtime {
@@ -143,6 +155,50 @@ impl Runtime {
             deployed: Arc::new(crate::deployments::Latest::default()),
             events: None,
         }
+    }
+
+    /// The runtime of a reloaded `config`, taking over from `old`: the same metrics registry,
+    /// windows, deployment variables and event channel, and, for each check whose name and
+    /// type are unchanged, its history (moved out of `old`: a run of the old generation
+    /// still in flight records into an emptied history, and its outcome is still persisted).
+    /// Returns the runtime and the names of the checks that kept their history.
+    pub fn reloaded(config: Config, old: &Runtime) -> (Runtime, Vec<String>) {
+        let redactor = Redactor::new(config.secret_values());
+        let mut kept = Vec::new();
+        let checks = config
+            .checks
+            .iter()
+            .map(|c| {
+                let previous = old
+                    .check(&c.name)
+                    .filter(|o| o.config.type_name() == c.type_name());
+                let mut history = match previous {
+                    Some(o) => {
+                        kept.push(c.name.clone());
+                        let mut h = o.history.lock().expect("not poisoned");
+                        std::mem::replace(
+                            &mut *h,
+                            History::new(config.history.retention, config.history.max_samples),
+                        )
+                    }
+                    None => History::new(config.history.retention, config.history.max_samples),
+                };
+                history.set_limits(config.history.retention, config.history.max_samples);
+                CheckState::new(&config, c, history, &old.metrics)
+            })
+            .collect();
+        let rt = Runtime {
+            config: Arc::new(config),
+            checks,
+            metrics: old.metrics.clone(),
+            redactor,
+            ready: AtomicBool::new(false),
+            started_at: old.started_at,
+            windows: old.windows.clone(),
+            deployed: old.deployed.clone(),
+            events: old.events.clone(),
+        };
+        (rt, kept)
     }
 
     /// Announces every recorded outcome on `tx` (set before the runtime is shared).
@@ -177,12 +233,10 @@ impl Runtime {
             prev
         };
         state.metrics.record(&outcome);
-        if let Some(tx) = &self.events
-            && let Some(index) = self.checks.iter().position(|c| std::ptr::eq(&**c, state))
-        {
+        if let Some(tx) = &self.events {
             // The receiver ends only at shutdown; a lost event then is of no consequence.
             let _ = tx.send(OutcomeEvent {
-                check: index,
+                check: Arc::from(state.config.name.as_str()),
                 sample: crate::history::Sample::of(&outcome),
             });
         }

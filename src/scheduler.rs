@@ -15,22 +15,52 @@ use tokio_util::task::TaskTracker;
 use crate::config::Schedule;
 use crate::runtime::{CheckState, Runtime};
 
-/// A liveness signal of the scheduler: bumped whenever a check loop wakes. The systemd
-/// watchdog (a later issue) feeds only while this moves.
-#[derive(Default)]
-pub struct Heartbeat(AtomicU64);
+/// A liveness signal of the scheduler: bumped whenever a check loop wakes, and every
+/// [`HEARTBEAT_TICK`] by the scheduler's own ticker (so an idle daemon, whose checks are all
+/// far apart, still beats). The systemd watchdog is fed only while it moves
+/// ([`watchdog_alive`]). Monotonic: wall-clock jumps neither stop nor fake it.
+pub struct Heartbeat {
+    base: Instant,
+    /// Milliseconds since `base` of the last beat.
+    last: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
 
 impl Heartbeat {
     pub fn beat(&self) {
-        self.0.store(
-            crate::util::unix_millis(SystemTime::now()),
-            Ordering::Relaxed,
-        );
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last.fetch_max(ms, Ordering::Relaxed);
     }
 
+    /// Milliseconds after the heartbeat's creation of the last beat.
     pub fn last_millis(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.last.load(Ordering::Relaxed)
     }
+
+    /// How long ago the last beat was.
+    pub fn age(&self) -> Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_millis()))
+    }
+}
+
+/// How often the scheduler's ticker beats the [`Heartbeat`] when no check wakes.
+pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
+
+/// Whether the scheduler counts as alive with its last heartbeat `age` ago, for a systemd
+/// watchdog of `interval`: a heartbeat older than the interval (and than three ticks, so a
+/// short watchdog never outruns the ticker) means the scheduler is wedged, and the watchdog
+/// is no longer fed, so systemd restarts the service.
+pub fn watchdog_alive(age: Duration, interval: Duration) -> bool {
+    age <= interval.max(HEARTBEAT_TICK * 3)
 }
 
 /// The offset of a check's first run within `spread`, stable across restarts (a hash of the
@@ -65,7 +95,8 @@ fn next_cron_due(expr: &crate::cronexpr::CronExpr) -> Option<Instant> {
     Some(Instant::now() + wait)
 }
 
-/// Starts one loop per check on `tracker`; they stop when `shutdown` is cancelled.
+/// Starts one loop per check, and the heartbeat ticker, on `tracker`; they stop when
+/// `shutdown` is cancelled (a run in progress then finishes on its own, still tracked).
 pub fn start(
     rt: Arc<Runtime>,
     tracker: &TaskTracker,
@@ -85,6 +116,36 @@ pub fn start(
             spread,
         ));
     }
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => heartbeat.beat(),
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// When an interval check runs first: after a reload, one interval after its last run
+/// (kept with its history) so a reload does not run every check at once; else at its
+/// offset within the spread.
+fn first_due(check: &CheckState, every: Duration, spread: Duration) -> Instant {
+    let now = Instant::now();
+    let last = check
+        .history
+        .lock()
+        .expect("not poisoned")
+        .last()
+        .map(|o| o.started_at);
+    if let Some(last) = last {
+        let since = SystemTime::now()
+            .duration_since(last)
+            .unwrap_or(Duration::ZERO);
+        return now + every.saturating_sub(since);
+    }
+    now + start_offset(&check.config.name, spread.min(every))
 }
 
 async fn check_loop(
@@ -97,9 +158,7 @@ async fn check_loop(
 ) {
     let schedule = check.config.schedule.clone();
     let mut due = match &schedule {
-        Schedule::Interval(every) => {
-            Instant::now() + start_offset(&check.config.name, spread.min(*every))
-        }
+        Schedule::Interval(every) => first_due(&check, *every, spread),
         Schedule::Cron(expr) => match next_cron_due(expr) {
             Some(d) => d,
             None => {
@@ -174,6 +233,24 @@ mod tests {
             .map(|i| start_offset(&format!("check-{i}"), spread))
             .collect();
         assert!(distinct.len() > 40);
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_only_while_the_heartbeat_is_fresh() {
+        let wd = Duration::from_secs(30);
+        assert!(watchdog_alive(Duration::ZERO, wd));
+        assert!(watchdog_alive(Duration::from_secs(29), wd));
+        assert!(watchdog_alive(wd, wd));
+        // A wedged scheduler: no beat for longer than the interval.
+        assert!(!watchdog_alive(Duration::from_secs(31), wd));
+        assert!(!watchdog_alive(Duration::from_secs(3600), wd));
+        // A short watchdog never outruns the ticker's period.
+        let short = Duration::from_millis(400);
+        assert!(watchdog_alive(Duration::from_millis(1500), short));
+        assert!(!watchdog_alive(
+            HEARTBEAT_TICK * 3 + Duration::from_millis(1),
+            short
+        ));
     }
 
     #[test]

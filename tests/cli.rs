@@ -800,3 +800,260 @@ fn the_xml_checker_rejects_malformed_documents() {
     assert!(parse_xml("<a/><b/>").is_err());
     assert!(parse_xml("<a>").is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// completions, man, --log-format json
+
+/// The visible subcommands, from `--help`'s "Commands:" list.
+fn subcommands() -> Vec<String> {
+    let out = run_cli(&["--help"], &repo_root(), &[]);
+    assert_eq!(out.code, Some(OK), "{out}");
+    let list = out
+        .stdout
+        .split("Commands:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no Commands: in --help:\n{out}"));
+    let names: Vec<String> = list
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|n| n != "help")
+        .collect();
+    for wanted in [
+        "run",
+        "validate",
+        "once",
+        "deploy",
+        "verdict",
+        "completions",
+        "man",
+        "schema",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} not in {names:?}"
+        );
+    }
+    names
+}
+
+#[test]
+fn completions_cover_every_subcommand() {
+    let names = subcommands();
+    let out = run_cli(&["completions", "bash"], &repo_root(), &[]);
+    assert_eq!(out.code, Some(OK), "{out}");
+    assert!(out.stdout.contains("complete -F _bakewatch"), "{out}");
+    for name in &names {
+        assert!(
+            out.stdout.contains(&format!("bakewatch,{name})")),
+            "bash completion lacks {name}:\n{out}"
+        );
+    }
+    // Options of subcommands complete too.
+    for flag in ["--on-unavailable", "--format", "--log-format"] {
+        assert!(out.stdout.contains(flag), "bash completion lacks {flag}");
+    }
+    if Path::new("/bin/bash").exists() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("bakewatch.bash");
+        std::fs::write(&script, &out.stdout).expect("write");
+        let status = std::process::Command::new("/bin/bash")
+            .arg("-n")
+            .arg(&script)
+            .status()
+            .expect("bash -n");
+        assert!(status.success(), "bash -n rejects the completion script");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run_cli(&["completions", shell], &repo_root(), &[]);
+        assert_eq!(out.code, Some(OK), "{shell}: {out}");
+        for name in &names {
+            assert!(out.stdout.contains(name.as_str()), "{shell} lacks {name}");
+        }
+    }
+    let out = run_cli(&["completions", "tcsh"], &repo_root(), &[]);
+    assert_eq!(out.code, Some(USAGE), "{out}");
+}
+
+#[test]
+fn the_man_page_is_roff_that_man_renders() {
+    let out = run_cli(&["man"], &repo_root(), &[]);
+    assert_eq!(out.code, Some(OK), "{out}");
+    let page = &out.stdout;
+    assert!(page.contains(".TH BAKEWATCH 1"), "{page}");
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH COMMANDS",
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+    ] {
+        assert!(page.contains(section), "no {section}");
+    }
+    for name in subcommands() {
+        assert!(
+            page.contains(&format!(".SS \"bakewatch {name}\"")),
+            "no section for {name}"
+        );
+    }
+    // Every line is text or a request; no text line starts with a control character by mistake.
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix('.') {
+            let request: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            assert!(
+                [
+                    "TH", "SH", "SS", "PP", "TP", "B", "IP", "RS", "RE", "sp", "br", "ie", "el",
+                    "nf", "fi", "in", "ti"
+                ]
+                .contains(&request.as_str()),
+                "unexpected roff request {line:?}"
+            );
+        }
+    }
+    if !Path::new("/usr/bin/man").exists() {
+        eprintln!("man is not installed: the page is not rendered");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bakewatch.1");
+    std::fs::write(&file, page).expect("write");
+    let rendered = std::process::Command::new("/usr/bin/man")
+        .args(["--warnings", "-l"])
+        .arg(&file)
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .expect("man -l");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    let warnings = String::from_utf8_lossy(&rendered.stderr);
+    assert!(rendered.status.success(), "man -l failed: {warnings}");
+    assert!(warnings.trim().is_empty(), "groff warnings:\n{warnings}");
+    for wanted in [
+        "NAME",
+        "COMMANDS",
+        "bakewatch deploy",
+        "--on-unavailable",
+        "BAKEWATCH_CONFIG",
+    ] {
+        assert!(
+            text.contains(wanted),
+            "rendered page lacks {wanted}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line_and_one_line_per_state_change() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let target = Target::start().await;
+    let port = common::free_port();
+    let dir = write_config(
+        &format!(
+            "checks = [\"checks/*.toml\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [storage]\npath = \"state.db\"\n\n[scheduler]\njitter = \"0s\"\n"
+        ),
+        &[(
+            "web.toml",
+            &format!(
+                "[[check]]\nname = \"web\"\ntype = \"http\"\nurl = {}\ninterval = \"100ms\"\n",
+                common::q(target.url("/"))
+            ),
+        )],
+    );
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = Command::new(common::BIN)
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(dir.path().join("bakewatch.toml"))
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .env_remove("BAKEWATCH_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn bakewatch run");
+    let http = common::http_client();
+    let runs = async |status: &str| -> Result<f64, String> {
+        let text = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(common::metric_value(
+            &text,
+            "bakewatch_check_runs_total",
+            &[("check", "web"), ("status", status)],
+        )
+        .unwrap_or(0.0))
+    };
+    let wait = Duration::from_secs(30);
+    common::wait_until("10 passing runs", wait, async || {
+        match runs("pass").await? {
+            n if n >= 10.0 => Ok(()),
+            n => Err(format!("{n} runs")),
+        }
+    })
+    .await;
+    target.set_mode(common::Mode::Status(500));
+    common::wait_until("5 failing runs", wait, async || {
+        match runs("fail").await? {
+            n if n >= 5.0 => Ok(()),
+            n => Err(format!("{n} runs")),
+        }
+    })
+    .await;
+    target.set_mode(common::Mode::Healthy);
+    let passed = runs("pass").await.expect("metrics");
+    common::wait_until("5 more passing runs", wait, async || {
+        match runs("pass").await? {
+            n if n >= passed + 5.0 => Ok(()),
+            n => Err(format!("{n} runs")),
+        }
+    })
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("bakewatch did not stop after SIGTERM");
+        }
+        tokio::time::sleep(common::POLL).await;
+    }
+
+    let log = std::fs::read_to_string(&stderr_path).expect("read stderr");
+    let mut changes = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{log}"));
+        assert!(v["timestamp"].is_string(), "no timestamp: {line}");
+        assert!(v["level"].is_string(), "no level: {line}");
+        assert!(v["message"].is_string(), "no message: {line}");
+        if v["check"] == "web" {
+            changes.push((
+                v["from"].as_str().unwrap_or("").to_string(),
+                v["to"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    // More than 20 runs, three state changes: first outcome, pass → fail, fail → pass.
+    assert_eq!(
+        changes,
+        [
+            ("none".to_string(), "pass".to_string()),
+            ("pass".to_string(), "fail".to_string()),
+            ("fail".to_string(), "pass".to_string())
+        ],
+        "{log}"
+    );
+}

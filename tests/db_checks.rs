@@ -14,6 +14,8 @@
 //!
 //! A missing server or binary fails the test with what to install.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,11 +27,8 @@ use bakewatch::checks::{Observation, Outcome, Reason, Status};
 use bakewatch::config::{CheckConfig, Config};
 use bakewatch::metrics::Metrics;
 use bakewatch::runtime::{Runtime, execute};
+use common::pki::Pki;
 use mysql_async::prelude::Queryable;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use rustix::process::{Pid, Signal, kill_process};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -567,7 +566,7 @@ impl DisposablePg {
         // The server reads its key only when it is the owner with mode 0600.
         for name in ["server.pem", "server.key"] {
             let to = dir.path().join(name);
-            std::fs::copy(pki.dir.path().join(name), &to).unwrap();
+            std::fs::copy(pki.path(name), &to).unwrap();
             std::os::unix::fs::chown(&to, Some(uid), Some(gid)).unwrap();
             std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .unwrap();
@@ -688,52 +687,6 @@ impl Drop for DisposablePg {
             // Immediate shutdown: the postmaster ends its backends too.
             stop_child(&mut c, Signal::QUIT);
         }
-    }
-}
-
-/// A private CA with a server certificate for 127.0.0.1, and an unrelated CA.
-struct Pki {
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca = |name: &str| {
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.distinguished_name.push(DnType::CommonName, name);
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-        };
-        let ca_cert = ca("bakewatch test CA");
-        let other = ca("some other CA");
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "bakewatch test db");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &*ca_cert).unwrap();
-        let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(dir.path().join("other-ca.pem"), other.pem()).unwrap();
-        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-        // Readable by the database servers' own users.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
     }
 }
 

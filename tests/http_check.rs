@@ -23,11 +23,6 @@ use bakewatch::config::{CheckConfig, Config};
 use bakewatch::metrics::Metrics;
 use bakewatch::runtime::{Runtime, execute, execute_with};
 use bakewatch::template::DeploymentVars;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 // ---------------------------------------------------------------------------------------------
 // Config helpers.
 
+use common::pki::Pki;
 use common::q;
 
 /// Loads a daemon file whose `checks = ["checks/*.toml"]` names one check file holding a single
@@ -274,81 +270,6 @@ fn closed_port() -> u16 {
 fn install_provider() {
     // Ignore the error: another test may have installed it already.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-/// A private CA, a server certificate for 127.0.0.1 and a client certificate signed by it.
-struct Pki {
-    dir: TempDir,
-    ca: CertificateDer<'static>,
-    server_cert: CertificateDer<'static>,
-    server_key: PrivatePkcs8KeyDer<'static>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "bakewatch test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-        let server_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "bakewatch test server");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_cert = params.signed_by(&server_key, &*ca).unwrap();
-
-        let client_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "bakewatch probe");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_cert = params.signed_by(&client_key, &*ca).unwrap();
-
-        let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("client.pem"), client_cert.pem()).unwrap();
-        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
-        Pki {
-            dir,
-            ca: ca.der().clone(),
-            server_cert: server_cert.der().clone(),
-            server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-
-    fn server_config(&self, require_client_cert: bool) -> rustls::ServerConfig {
-        let builder = rustls::ServerConfig::builder();
-        let builder = if require_client_cert {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(self.ca.clone()).unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-                .build()
-                .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        } else {
-            builder.with_no_client_auth()
-        };
-        builder
-            .with_single_cert(
-                vec![self.server_cert.clone()],
-                PrivateKeyDer::Pkcs8(self.server_key.clone_key()),
-            )
-            .unwrap()
-    }
 }
 
 /// What a TLS target saw of one connection.

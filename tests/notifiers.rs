@@ -33,12 +33,9 @@ use bakewatch::notify::{
 };
 use bakewatch::rules::{Comparison, ThresholdSource};
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::pki::Pki;
 use common::{free_port, q, wait_until};
 use hmac::{Hmac, Mac};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use receivers::{AlertmanagerProcess, SmtpServer};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -712,43 +709,6 @@ async fn grafana_marks_a_deployment_and_turns_it_into_a_region_at_the_verdict() 
 
 // ---------------------------------------------------------------------------------------------
 // email, against a real SMTP server
-
-/// A test CA and a server certificate for 127.0.0.1, as PEM files.
-struct Pki {
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "bakewatch notifier test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "bakewatch test smtp");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &*ca).unwrap();
-        let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-}
 
 fn email_notifier(smtp: &str, extra: &str) -> String {
     format!(

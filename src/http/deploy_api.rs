@@ -23,8 +23,8 @@ use crate::verdict::Verdict;
 /// Longest long-poll (DESIGN §5).
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
-fn deployments(state: &AppState) -> Result<&Arc<Deployments>, Response> {
-    state.deployments.as_ref().ok_or_else(|| {
+fn deployments(state: &AppState) -> Result<Arc<Deployments>, Response> {
+    state.deployments().ok_or_else(|| {
         problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "deployments are not available: storage is not open",
@@ -33,8 +33,9 @@ fn deployments(state: &AppState) -> Result<&Arc<Deployments>, Response> {
 }
 
 /// Compares the bearer token in constant time (the length may leak; the value does not).
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.rt.config.server.token else {
+pub(super) fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let rt = state.runtime();
+    let Some(token) = &rt.config.server.token else {
         return Ok(());
     };
     let given = headers
@@ -223,10 +224,6 @@ pub async fn cancel(
 }
 
 pub async fn alerts(State(state): State<AppState>) -> Response {
-    let list = state
-        .deployments
-        .as_ref()
-        .map(|d| d.alerts())
-        .unwrap_or_default();
+    let list = state.deployments().map(|d| d.alerts()).unwrap_or_default();
     Json(serde_json::json!({ "alerts": list })).into_response()
 }

@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod deploy_api;
+pub mod reload;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -17,28 +19,59 @@ use tokio_util::sync::CancellationToken;
 use crate::deployments::Deployments;
 use crate::runtime::Runtime;
 
-/// What handlers share: the runtime always, deployments when storage is open.
+/// What handlers share: the current generation (the runtime always, deployments when
+/// storage is open), which a config reload swaps while the server keeps serving; and the
+/// way to ask the daemon for a reload.
 #[derive(Clone)]
 pub struct AppState {
-    pub rt: Arc<Runtime>,
-    pub deployments: Option<Arc<Deployments>>,
+    current: Arc<std::sync::RwLock<Generation>>,
+    reload: Option<tokio::sync::mpsc::Sender<reload::Request>>,
+}
+
+/// One generation of the daemon's state: what one loaded config built.
+#[derive(Clone)]
+struct Generation {
+    rt: Arc<Runtime>,
+    deployments: Option<Arc<Deployments>>,
 }
 
 impl AppState {
-    /// The runtime now serving (use this rather than the field: a reload may swap it).
+    pub fn new(rt: Arc<Runtime>, deployments: Option<Arc<Deployments>>) -> AppState {
+        AppState {
+            current: Arc::new(std::sync::RwLock::new(Generation { rt, deployments })),
+            reload: None,
+        }
+    }
+
+    /// Serves `POST /-/reload` by sending requests on `tx` (the daemon's main loop).
+    pub fn with_reload(mut self, tx: tokio::sync::mpsc::Sender<reload::Request>) -> AppState {
+        self.reload = Some(tx);
+        self
+    }
+
+    /// Makes a reloaded generation current: requests from now on see it.
+    pub fn swap(&self, rt: Arc<Runtime>, deployments: Option<Arc<Deployments>>) {
+        *self.current.write().expect("not poisoned") = Generation { rt, deployments };
+    }
+
+    /// The runtime now serving (take it once per request: a reload may swap it).
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.rt.clone()
+        self.current.read().expect("not poisoned").rt.clone()
     }
 
     /// The deployments now serving, when storage is open (see [`AppState::runtime`]).
     pub fn deployments(&self) -> Option<Arc<Deployments>> {
-        self.deployments.clone()
+        self.current
+            .read()
+            .expect("not poisoned")
+            .deployments
+            .clone()
     }
 }
 
 impl FromRef<AppState> for Arc<Runtime> {
     fn from_ref(s: &AppState) -> Arc<Runtime> {
-        s.rt.clone()
+        s.runtime()
     }
 }
 
@@ -47,11 +80,13 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// The full router over shared state.
 pub fn router(state: AppState) -> Router {
-    let timeout = state.rt.config.server.request_timeout;
+    let timeout = state.runtime().config.server.request_timeout;
     Router::new()
+        .route("/", get(status::page))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload::reload))
         .route("/api/v1/checks", get(api::list_checks))
         .route("/api/v1/checks/{name}", get(api::get_check))
         .route(

@@ -13,6 +13,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::SocketAddr;
@@ -569,7 +571,13 @@ impl Daemon {
     ) -> serde_json::Value {
         let path = format!("/api/v1/checks/{name}");
         let probe = async || {
-            let v = self.get_json(&path).await;
+            // A check that does not exist yet (a reload in progress) is waited for too.
+            let (status, body) = self.get(&path).await;
+            if status == 404 {
+                return Err(format!("no check {name} yet"));
+            }
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("GET {path}: HTTP {status}, not JSON ({e}): {body}"));
             if pred(&v) {
                 Ok(v)
             } else {
@@ -869,5 +877,108 @@ pub fn probe_config(kind: &str, keys: &str) -> bakewatch::config::Config {
     match bakewatch::config::load(&dir.path().join("bakewatch.toml")) {
         Ok(config) => config,
         Err(e) => panic!("the config does not load:\n{e}\n--- check keys ---\n{keys}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd integration (tests/systemd.rs)
+
+impl Daemon {
+    /// Like [`Daemon::start_full`], with `env` added to the daemon's environment, and without
+    /// waiting: returns as soon as the process is spawned (see [`Daemon::wait_until_ready`]).
+    pub fn spawn_with_env(
+        server_extra: &str,
+        extra: &str,
+        check_files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let checks_dir = dir.path().join("checks");
+        std::fs::create_dir(&checks_dir).expect("create checks/");
+        for (name, text) in check_files {
+            std::fs::write(checks_dir.join(name), text.replace(PORT, &port.to_string()))
+                .expect("write check file");
+        }
+        let state = dir.path().join("state.db");
+        let config = dir.path().join("bakewatch.toml");
+        let daemon_file = format!(
+            "checks = [\"checks/*.toml\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n\n[storage]\npath = '{}'\n\n{extra}",
+            state.display()
+        );
+        std::fs::write(&config, daemon_file).expect("write daemon config");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .expect("open stderr.log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .env_remove("BAKEWATCH_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn bakewatch run");
+        Daemon {
+            dir,
+            port,
+            config,
+            child,
+            stderr_path,
+            http: http_client(),
+        }
+    }
+
+    /// Waits until `/-/ready` answers 200; panics (with the log) on an early exit.
+    pub async fn wait_until_ready(&mut self) {
+        if let Err(e) = self.wait_ready().await {
+            panic!("{e}");
+        }
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, …) with `kill`, as an operator or systemd would.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// An empty POST, with a bearer token when given; panics when the request itself fails.
+    pub async fn post_empty(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut req = self.http.post(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = match req.send().await {
+            Ok(r) => r,
+            Err(e) => panic!("POST {path} failed: {e}; daemon stderr:\n{}", self.stderr()),
+        };
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = r.text().await.expect("response body");
+        Answer {
+            status,
+            content_type,
+            body,
+        }
     }
 }

@@ -34,6 +34,26 @@ async fn register(d: &Daemon, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
+/// Waits until `bakewatch_notification_queue_depth{notifier}` satisfies `pred`.
+async fn wait_queue(d: &Daemon, notifier: &str, timeout: Duration, pred: impl Fn(f64) -> bool) {
+    let labels = [("notifier", notifier)];
+    d.wait_metric("bakewatch_notification_queue_depth", &labels, timeout, pred)
+        .await;
+}
+
+/// Waits until `bakewatch_notifications_total{notifier,result}` satisfies `pred`.
+async fn wait_sent(
+    d: &Daemon,
+    notifier: &str,
+    result: &str,
+    timeout: Duration,
+    pred: impl Fn(f64) -> bool,
+) {
+    let labels = [("notifier", notifier), ("result", result)];
+    d.wait_metric("bakewatch_notifications_total", &labels, timeout, pred)
+        .await;
+}
+
 fn ms(rfc3339: &Value) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().expect("a timestamp"))
         .expect("RFC 3339")
@@ -274,33 +294,15 @@ url = "http://127.0.0.1:{am_port}"
     .await;
     // The alert fires; every delivery fails and waits in the outbox.
     for n in ["hook", "mail", "am"] {
-        d.wait_metric(
-            "bakewatch_notifications_total",
-            &[("notifier", n), ("result", "failed")],
-            Duration::from_secs(20),
-            |v| v >= 2.0,
-        )
-        .await;
-        d.wait_metric(
-            "bakewatch_notification_queue_depth",
-            &[("notifier", n)],
-            Duration::from_secs(10),
-            |v| v >= 1.0,
-        )
-        .await;
+        wait_sent(&d, n, "failed", Duration::from_secs(20), |v| v >= 2.0).await;
+        wait_queue(&d, n, Duration::from_secs(10), |v| v >= 1.0).await;
     }
     // Killed with the notifications queued.
     d.kill9_and_restart().await;
     // The service recovers while the receivers are still down: the resolves queue behind.
     target.set_mode(Mode::Healthy);
     for n in ["hook", "mail", "am"] {
-        d.wait_metric(
-            "bakewatch_notification_queue_depth",
-            &[("notifier", n)],
-            Duration::from_secs(20),
-            |v| v >= 2.0,
-        )
-        .await;
+        wait_queue(&d, n, Duration::from_secs(20), |v| v >= 2.0).await;
     }
     // The receivers come back: everything arrives, in order, once each.
     inbox.open().await;
@@ -369,13 +371,7 @@ url = "http://127.0.0.1:{am_port}"
     assert!(active.is_empty(), "resolved in Alertmanager: {active:#?}");
 
     for n in ["hook", "mail", "am"] {
-        d.wait_metric(
-            "bakewatch_notification_queue_depth",
-            &[("notifier", n)],
-            Duration::from_secs(10),
-            |v| v == 0.0,
-        )
-        .await;
+        wait_queue(&d, n, Duration::from_secs(10), |v| v == 0.0).await;
     }
 }
 
@@ -392,20 +388,8 @@ async fn a_notification_older_than_max_age_is_dropped_and_counted() {
         &[("pay.toml", &failing_setup(&target, "\"hook\"", ""))],
     )
     .await;
-    d.wait_metric(
-        "bakewatch_notifications_total",
-        &[("notifier", "hook"), ("result", "dropped")],
-        Duration::from_secs(20),
-        |v| v >= 1.0,
-    )
-    .await;
-    d.wait_metric(
-        "bakewatch_notification_queue_depth",
-        &[("notifier", "hook")],
-        Duration::from_secs(10),
-        |v| v == 0.0,
-    )
-    .await;
+    wait_sent(&d, "hook", "dropped", Duration::from_secs(20), |v| v >= 1.0).await;
+    wait_queue(&d, "hook", Duration::from_secs(10), |v| v == 0.0).await;
     assert!(d.stderr().contains("older than max_age"), "{}", d.stderr());
 }
 
@@ -557,13 +541,7 @@ async fn send_resolved_false_keeps_a_notifier_out_of_resolves() {
     .await;
     // Both were queued in the same evaluation: once `all` has its resolve, the other
     // notifier's queue is empty too, and it got no resolve.
-    d.wait_metric(
-        "bakewatch_notification_queue_depth",
-        &[("notifier", "firing-only")],
-        Duration::from_secs(10),
-        |v| v == 0.0,
-    )
-    .await;
+    wait_queue(&d, "firing-only", Duration::from_secs(10), |v| v == 0.0).await;
     let got = firing_only.received();
     assert_eq!(alerts(&got, "pay-down", "firing").len(), 1, "{got:#?}");
     assert!(alerts(&got, "pay-down", "resolved").is_empty(), "{got:#?}");

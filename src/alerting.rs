@@ -517,10 +517,11 @@ impl Alerting {
             id: format!("{dedup_key}:{what}:{}", unix_millis(now)),
             dedup_key,
             created_at: rfc3339(now),
+            // The status page, at the check's row (check names are letters, digits, - _ .).
             link: if check.is_empty() {
                 format!("{base}/")
             } else {
-                format!("{base}/api/v1/checks/{check}")
+                format!("{base}/#check-{check}")
             },
             event,
         }

@@ -140,6 +140,12 @@ notify = ["hook"]
     let value = firing["value"].as_f64().unwrap();
     assert!(value > 0.005 && value <= 0.02, "{firing}");
     assert_eq!(firing["dedup_key"], "api-errors:api:shop-7");
+    let link = firing["link"].as_str().unwrap();
+    assert_eq!(
+        link,
+        d.url("/#check-api"),
+        "the status page, at the check's row"
+    );
     let listed = d.get_json("/api/v1/alerts").await;
     assert_eq!(listed["alerts"][0]["rule"], "api-errors", "{listed}");
 

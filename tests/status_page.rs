@@ -200,6 +200,8 @@ fn assert_page_content(html: &str) {
         "the first check listed is a failing one:\n{checks}"
     );
 
+    // Notifications link to a check's row: `/#check-<name>`.
+    assert!(checks.contains("id=\"check-pay-api\""), "{checks}");
     let pay = text_of(row(checks, "data-check=\"pay-api\""));
     assert!(pay.contains("pay-api"), "{pay}");
     assert!(pay.contains("payments"), "{pay}");

@@ -688,7 +688,7 @@ fn write_checks(out: &mut String, p: &Page<'_>) -> fmt::Result {
         let class = c.status.map(status_class).unwrap_or("none");
         writeln!(
             out,
-            "<tr class=\"check {class}\" data-check=\"{name}\">",
+            "<tr class=\"check {class}\" id=\"check-{name}\" data-check=\"{name}\">",
             name = Esc(&c.name)
         )?;
         write!(

@@ -344,6 +344,31 @@ impl Answer {
     }
 }
 
+/// A temp dir with the daemon file (listen on a free port, state file inside, `extra`
+/// appended) and the check files ([`PORT`] replaced); returns it, the port and the config path.
+fn write_daemon_dir(
+    server_extra: &str,
+    extra: &str,
+    check_files: &[(&str, &str)],
+) -> (tempfile::TempDir, u16, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let checks_dir = dir.path().join("checks");
+    std::fs::create_dir(&checks_dir).expect("create checks/");
+    for (name, text) in check_files {
+        std::fs::write(checks_dir.join(name), text.replace(PORT, &port.to_string()))
+            .expect("write check file");
+    }
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("bakewatch.toml");
+    let daemon_file = format!(
+        "checks = [\"checks/*.toml\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n\n[storage]\npath = '{}'\n\n{extra}",
+        state.display()
+    );
+    std::fs::write(&config, daemon_file).expect("write daemon config");
+    (dir, port, config)
+}
+
 /// Starts `bakewatch run -c <config>`, appending its stderr to `stderr_path`.
 fn spawn_daemon(config: &Path, dir: &Path, stderr_path: &Path) -> Child {
     let stderr = std::fs::OpenOptions::new()
@@ -413,21 +438,7 @@ impl Daemon {
         extra: &str,
         check_files: &[(&str, &str)],
     ) -> Result<Daemon, String> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let checks_dir = dir.path().join("checks");
-        std::fs::create_dir(&checks_dir).expect("create checks/");
-        for (name, text) in check_files {
-            std::fs::write(checks_dir.join(name), text.replace(PORT, &port.to_string()))
-                .expect("write check file");
-        }
-        let state = dir.path().join("state.db");
-        let config = dir.path().join("bakewatch.toml");
-        let daemon_file = format!(
-            "checks = [\"checks/*.toml\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n\n[storage]\npath = '{}'\n\n{extra}",
-            state.display()
-        );
-        std::fs::write(&config, daemon_file).expect("write daemon config");
+        let (dir, port, config) = write_daemon_dir(server_extra, extra, check_files);
         let stderr_path = dir.path().join("stderr.log");
         let child = spawn_daemon(&config, dir.path(), &stderr_path);
         let mut daemon = Daemon {
@@ -892,21 +903,7 @@ impl Daemon {
         check_files: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let checks_dir = dir.path().join("checks");
-        std::fs::create_dir(&checks_dir).expect("create checks/");
-        for (name, text) in check_files {
-            std::fs::write(checks_dir.join(name), text.replace(PORT, &port.to_string()))
-                .expect("write check file");
-        }
-        let state = dir.path().join("state.db");
-        let config = dir.path().join("bakewatch.toml");
-        let daemon_file = format!(
-            "checks = [\"checks/*.toml\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n\n[storage]\npath = '{}'\n\n{extra}",
-            state.display()
-        );
-        std::fs::write(&config, daemon_file).expect("write daemon config");
+        let (dir, port, config) = write_daemon_dir(server_extra, extra, check_files);
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)

@@ -8,13 +8,17 @@ pub mod reload;
 pub mod status;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::deployments::Deployments;
 use crate::runtime::Runtime;
@@ -107,15 +111,78 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then drains connections.
+/// The longest a client may take to send a request's headers, counted from when the
+/// connection opens or its previous response was sent (so it is also how long an idle
+/// keep-alive connection stays open); `[server] request_timeout` when that is shorter.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` (HTTP/1.1) until `shutdown` is cancelled, then stops
+/// accepting, lets requests in progress finish and closes idle connections.
+///
+/// A connection that has not sent its complete request headers within
+/// [`HEADER_READ_TIMEOUT`] (or `request_timeout`, if shorter) is closed, so slow or silent
+/// clients cannot pile up connections, nor hold a graceful shutdown open. Requests whose
+/// headers have arrived are bounded by `request_timeout` (the router's timeout layer), so a
+/// long-poll may last up to its own cap.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let header_timeout = HEADER_READ_TIMEOUT.min(state.runtime().config.server.request_timeout);
+    let app = router(state);
+    let connections = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in progress (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "API connection ended");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// After a failed `accept`: a connection that went away before it was accepted is nothing;
+/// anything else (out of file descriptors) is logged and retried after a pause, so the loop
+/// does not spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accepting an API connection failed; retrying in 1s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {

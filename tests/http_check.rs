@@ -152,9 +152,19 @@ fn reply(status: StatusCode, headers: &[(&str, &str)], body: impl Into<Body>) ->
     r.body(body.into()).unwrap()
 }
 
-/// What the target answers, by path.
-async fn respond(path: &str, headers: &HeaderMap) -> Response {
+/// What the target answers, by path (`/away?to=<url>` redirects to that URL).
+async fn respond(path: &str, query: Option<&str>, headers: &HeaderMap) -> Response {
     match path {
+        "/away" => {
+            let to = query.and_then(|q| q.strip_prefix("to=")).unwrap_or("/");
+            reply(StatusCode::FOUND, &[("location", to)], "moved")
+        }
+        "/see-other" => reply(
+            StatusCode::SEE_OTHER,
+            &[("location", "/final")],
+            "see other",
+        ),
+        "/loop" => reply(StatusCode::FOUND, &[("location", "/loop")], "again"),
         "/ok" => reply(StatusCode::OK, &[], "ok"),
         "/status/500" => reply(StatusCode::INTERNAL_SERVER_ERROR, &[], "boom"),
         "/json" => reply(
@@ -203,7 +213,7 @@ async fn target() -> Target {
                     headers: headers.clone(),
                     body,
                 });
-                respond(uri.path(), &headers).await
+                respond(uri.path(), uri.query(), &headers).await
             }
         },
     );
@@ -765,6 +775,105 @@ async fn follow_redirects_false_sees_the_302() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_303_turns_a_post_into_a_get_without_its_body() {
+    let t = target().await;
+    let o = run(&format!(
+        "url = {}\nmethod = \"POST\"\njson = {{ a = 1 }}\nexpect = [ {{ body = true, eq = \"final\" }} ]",
+        q(t.url("/see-other"))
+    ))
+    .await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+    let seen = t.seen();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(
+        (&seen[0].method, &seen[0].body[..]),
+        (&Method::POST, &br#"{"a":1}"#[..])
+    );
+    assert_eq!(
+        (&seen[1].method, seen[1].path.as_str()),
+        (&Method::GET, "/final")
+    );
+    assert!(seen[1].body.is_empty());
+    assert_eq!(seen[1].header("content-type"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_stay_behind_when_a_redirect_changes_origin() {
+    let (a, b) = (target().await, target().await);
+    let auth = "auth = { bearer = \"s3cret-token\" }";
+    // Same origin: the credentials follow.
+    let o = run(&format!(
+        "url = {}\n{auth}\nexpect = [ {{ body = true, eq = \"you sent: Bearer s3cret-token\" }} ]",
+        q(a.url(&format!("/away?to={}", a.url("/echo-auth"))))
+    ))
+    .await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+    // Another origin (another port): they stay behind, and the referer names where it came from.
+    let from = a.url(&format!("/away?to={}", b.url("/echo-auth")));
+    let o = run(&format!(
+        "url = {}\n{auth}\nexpect = [ {{ body = true, eq = \"you sent: \" }} ]",
+        q(&from)
+    ))
+    .await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+    let at_b = b.only();
+    assert_eq!(at_b.header("authorization"), None);
+    assert_eq!(at_b.header("referer"), Some(from.as_str()));
+    assert!(at_b.header("user-agent").unwrap().starts_with("bakewatch/"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_loop_ends_after_ten_redirects() {
+    let t = target().await;
+    let o = run(&format!("url = {}\ntimeout = \"5s\"", q(t.url("/loop")))).await;
+    assert_outcome(&o, Status::Fail, Reason::Protocol);
+    assert_eq!(o.message, "redirect: too many redirects");
+    assert_eq!(t.seen().len(), 11, "the request and ten redirects");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_from_http_to_https_is_followed_with_the_check_tls_settings() {
+    install_provider();
+    let pki = Pki::new();
+    let (https, seen) = tls_target(pki.server_config(false)).await;
+    let t = target().await;
+    let o = run(&format!(
+        "url = {}\ntls = {{ ca_file = {} }}\nexpect = [ {{ status = 200 }}, {{ body = true, eq = \"secured\\n\" }} ]",
+        q(t.url(&format!("/away?to={https}"))),
+        q(pki.path("ca.pem"))
+    ))
+    .await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+    assert_eq!(t.only().path, "/away");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // Without the private CA the https leg is refused, as a direct https check would be.
+    let o = run(&format!("url = {}", q(t.url(&format!("/away?to={https}"))))).await;
+    assert_outcome(&o, Status::Fail, Reason::Tls);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_head_is_what_a_browser_like_client_sends() {
+    let (addr, _) = raw_server(|mut s| async move {
+        if let Some(head) = read_head(&mut s).await {
+            let body = head.replace("\r\n", "\n");
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    })
+    .await;
+    let o = run(&format!(
+        "url = {}\nheaders = {{ x-one = \"1\" }}\nexpect = [ {{ body = true, matches = \"(?s)^GET /p\\\\?q=1 HTTP/1.1\\n.*host: 127.0.0.1:{}\\n\" }}, {{ body = true, contains = \"accept: */*\" }}, {{ body = true, contains = \"user-agent: bakewatch/\" }}, {{ body = true, contains = \"x-one: 1\" }} ]",
+        q(format!("http://{addr}/p?q=1")),
+        addr.port()
+    ))
+    .await;
+    assert_outcome(&o, Status::Pass, Reason::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_body_is_read_up_to_max_body() {
     const SIZE: usize = 3 << 20;
     let (addr, _) = raw_server(|mut s| async move {
@@ -961,7 +1070,7 @@ async fn a_silent_server_times_out_within_the_bound() {
     assert_outcome(&o, Status::Fail, Reason::Timeout);
     assert_eq!(o.message, "no result within the 500ms timeout");
     assert!(
-        o.duration >= Duration::from_millis(450) && o.duration < Duration::from_millis(600),
+        o.duration >= Duration::from_millis(450) && o.duration < Duration::from_millis(1000),
         "{:?}",
         o.duration
     );
@@ -986,7 +1095,8 @@ async fn a_stalled_body_times_out() {
     ))
     .await;
     assert_outcome(&o, Status::Fail, Reason::Timeout);
-    assert!(o.duration < Duration::from_millis(600), "{:?}", o.duration);
+    // Ends at its timeout (the slack is for a loaded machine, not a goal).
+    assert!(o.duration < Duration::from_millis(1000), "{:?}", o.duration);
 }
 
 #[tokio::test(flavor = "multi_thread")]

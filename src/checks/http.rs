@@ -22,6 +22,9 @@ pub const SCOPE: QueryScope = QueryScope {
     observations: &["status", "body_bytes", "cert_days"],
 };
 
+/// What every http check and journey step says it is.
+const USER_AGENT: &str = concat!("bakewatch/", env!("CARGO_PKG_VERSION"));
+
 /// Default cap on how much of a response body is read.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
@@ -83,6 +86,19 @@ pub struct HttpSpec {
     auth: Option<Auth>,
     max_body: usize,
     client: reqwest::Client,
+    /// Plain-http runs go the direct way ([`super::http_direct`]) unless keep-alive is on.
+    direct: bool,
+    follow_redirects: bool,
+    user_agent: HeaderValue,
+}
+
+/// Redirects followed at most (reqwest's own limit for the reqwest path).
+const MAX_REDIRECTS: usize = 10;
+
+/// What a request produced: a response from either path.
+enum Sent {
+    Reqwest(reqwest::Response),
+    Direct(super::http_direct::Response),
 }
 
 impl HttpSpec {
@@ -207,7 +223,7 @@ impl HttpSpec {
         let keepalive = t.or("keepalive", false, cx);
         let max_body = t.or("max_body", ByteSize(DEFAULT_MAX_BODY), cx).0;
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("bakewatch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             // Checks go straight to their target: an environment proxy would change what is measured.
             .no_proxy()
             .pool_max_idle_per_host(if keepalive { 4 } else { 0 })
@@ -242,6 +258,9 @@ impl HttpSpec {
             auth,
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
             client,
+            direct: !keepalive,
+            follow_redirects,
+            user_agent: HeaderValue::from_static(USER_AGENT),
         })
     }
 
@@ -283,17 +302,24 @@ impl HttpSpec {
             Body::Json(v) => req.json(v),
             Body::Form(f) => req.form(f),
         };
-        let resp = match req.send().await {
+        let req = match req.build() {
             Ok(r) => r,
-            Err(e) => {
-                let (reason, message) = classify(&e);
-                return Outcome::fail(reason, message);
-            }
+            Err(e) => return Outcome::error(Reason::Config, format!("request: {}", innermost(&e))),
+        };
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err((reason, message)) => return Outcome::fail(reason, message),
         };
         let ttfb = start.elapsed();
-        let status = resp.status().as_u16();
-        let (response, truncated) = match ResponseView::read(resp, self.max_body, ttfb, start).await
-        {
+        let status = match &resp {
+            Sent::Reqwest(r) => r.status().as_u16(),
+            Sent::Direct(r) => r.status,
+        };
+        let read = match resp {
+            Sent::Reqwest(resp) => ResponseView::read(resp, self.max_body, ttfb, start).await,
+            Sent::Direct(resp) => ResponseView::read_direct(resp, self.max_body, ttfb, start).await,
+        };
+        let (response, truncated) = match read {
             Ok(r) => r,
             Err((reason, message)) => {
                 let mut o = Outcome::fail(
@@ -321,6 +347,44 @@ impl HttpSpec {
             .observations
             .set("ttfb", Observation::Duration(ttfb));
         outcome
+    }
+}
+
+impl HttpSpec {
+    /// Sends a built request: plain http on the direct path (following redirects that stay on
+    /// plain http there, and handing one that leaves it to reqwest), the rest with reqwest.
+    async fn send(&self, req: reqwest::Request) -> Result<Sent, (Reason, String)> {
+        if !self.direct || req.url().scheme() != "http" {
+            return self.execute(req).await;
+        }
+        let mut req = match super::http_direct::Request::from_reqwest(req) {
+            Ok(r) => r,
+            Err(req) => return self.execute(req).await,
+        };
+        for _ in 0..=MAX_REDIRECTS {
+            let resp = super::http_direct::send(&req, &self.user_agent).await?;
+            if !self.follow_redirects {
+                return Ok(Sent::Direct(resp));
+            }
+            let Some(next) = super::http_direct::redirect(&req, resp.status, &resp.headers) else {
+                return Ok(Sent::Direct(resp));
+            };
+            drop(resp);
+            if next.url.scheme() != "http" {
+                return self.execute(next.into_reqwest()).await;
+            }
+            req = next;
+        }
+        Err((Reason::Protocol, "redirect: too many redirects".to_string()))
+    }
+
+    /// The reqwest path.
+    async fn execute(&self, req: reqwest::Request) -> Result<Sent, (Reason, String)> {
+        self.client
+            .execute(req)
+            .await
+            .map(Sent::Reqwest)
+            .map_err(|e| classify(&e))
     }
 }
 
@@ -485,6 +549,21 @@ pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// Where a response body comes from.
+enum BodySource {
+    Reqwest(reqwest::Response),
+    Direct(super::http_direct::Response),
+}
+
+impl BodySource {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, (Reason, String)> {
+        match self {
+            BodySource::Reqwest(r) => r.chunk().await.map_err(|e| classify(&e)),
+            BodySource::Direct(r) => r.chunk().await,
+        }
+    }
+}
+
 /// A received response, as assertions see it (shared with journey steps).
 pub(crate) struct ResponseView {
     status: u16,
@@ -512,10 +591,36 @@ impl ResponseView {
             .and_then(super::tls::leaf_expiry);
         let status = resp.status().as_u16();
         let headers = std::mem::take(resp.headers_mut());
+        let body = BodySource::Reqwest(resp);
+        ResponseView::assemble(status, headers, cert_expiry, body, max_body, ttfb, start).await
+    }
+
+    /// [`ResponseView::read`] for a response of the direct path (plain http: no certificate).
+    pub(crate) async fn read_direct(
+        mut resp: super::http_direct::Response,
+        max_body: usize,
+        ttfb: Duration,
+        start: Instant,
+    ) -> Result<(ResponseView, bool), (Reason, String)> {
+        let status = resp.status;
+        let headers = std::mem::take(&mut resp.headers);
+        let body = BodySource::Direct(resp);
+        ResponseView::assemble(status, headers, None, body, max_body, ttfb, start).await
+    }
+
+    async fn assemble(
+        status: u16,
+        headers: HeaderMap,
+        cert_expiry: Option<i64>,
+        mut source: BodySource,
+        max_body: usize,
+        ttfb: Duration,
+        start: Instant,
+    ) -> Result<(ResponseView, bool), (Reason, String)> {
         let mut body = Vec::new();
         let mut truncated = false;
         loop {
-            match resp.chunk().await {
+            match source.chunk().await {
                 Ok(Some(chunk)) => {
                     let room = max_body - body.len();
                     if chunk.len() > room {
@@ -526,7 +631,7 @@ impl ResponseView {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(classify(&e)),
+                Err(e) => return Err(e),
             }
         }
         let mut observations = Observations::default();

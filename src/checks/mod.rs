@@ -10,6 +10,7 @@ pub mod command;
 pub mod dns;
 pub mod filesystem;
 pub mod http;
+mod http_direct;
 pub mod memcached;
 pub mod mysql;
 pub mod outcome;

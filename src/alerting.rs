@@ -477,6 +477,20 @@ impl Alerting {
 
     /// Queues a deployment event for the notifiers that subscribed to it.
     pub async fn deployment_event(&self, kind: DeploymentEventKind, e: DeploymentEvent) {
+        for (notifier, notification) in self.deployment_notifications(kind, e) {
+            if let Err(err) = self.outbox.push(&notifier, &notification).await {
+                tracing::error!(notifier = %notifier, error = %err, "cannot queue a deployment notification");
+            }
+        }
+    }
+
+    /// The notifications of a deployment event, by notifier (those that subscribed to it),
+    /// without queuing them: for a caller that queues them in its own store transaction.
+    pub fn deployment_notifications(
+        &self,
+        kind: DeploymentEventKind,
+        e: DeploymentEvent,
+    ) -> Vec<(String, Notification)> {
         let name = match kind {
             DeploymentEventKind::Registered => "deployment_registered",
             DeploymentEventKind::Verdict => "verdict",
@@ -487,6 +501,7 @@ impl Alerting {
             DeploymentEventKind::Verdict => Event::Verdict(e),
         };
         let now = SystemTime::now();
+        let mut out = Vec::new();
         for n in &self.rt.config.notifiers {
             if !n.events.iter().any(|x| x == name) {
                 continue;
@@ -498,10 +513,9 @@ impl Alerting {
                     self.rt.config.server.external_url, d.deployment.id
                 );
             }
-            if let Err(err) = self.outbox.push(&n.name, &notification).await {
-                tracing::error!(notifier = %n.name, error = %err, "cannot queue a deployment notification");
-            }
+            out.push((n.name.clone(), notification));
         }
+        out
     }
 
     fn notification(

@@ -315,8 +315,8 @@ pub async fn run_daemon(path: &Path) -> Result<(), AppError> {
     if config.server.token.is_none() {
         tracing::warn!(listen = %listen, "no [server] token: registering and cancelling deployments is open to anyone who can reach the listener");
     }
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let rt = Arc::new(Runtime::new(config, metrics).with_events(events_tx));
+    let (sink, wake_rx) = crate::runtime::OutcomeSink::new();
+    let rt = Arc::new(Runtime::new(config, metrics).with_events(sink.clone()));
 
     // Storage before the listener: nothing is accepted that could not be kept.
     let store = crate::store::Store::open(&store_path)
@@ -343,7 +343,8 @@ pub async fn run_daemon(path: &Path) -> Result<(), AppError> {
     let (current, current_rx) = tokio::sync::watch::channel(deployments.clone());
     let deploy_task = tokio::spawn(crate::deployments::run(
         current_rx,
-        events_rx,
+        sink,
+        wake_rx,
         shutdown.clone(),
     ));
     let daemon = Daemon {

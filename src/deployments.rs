@@ -5,7 +5,7 @@
 //! it inputs, keeps what it answers in the store (nothing registered or concluded is lost on
 //! `kill -9`), and wakes long-polling waiters when a verdict changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::history::Baseline;
 use crate::rules::{self, AlertState, RuleState};
-use crate::runtime::{OutcomeEvent, Runtime};
+use crate::runtime::{OutcomeSink, Runtime};
 use crate::store::{DeploymentRow, DeploymentState, Insertion, Store, StoreError};
 use crate::template::DeploymentVars;
 use crate::util::unix_millis;
@@ -507,21 +507,36 @@ impl Deployments {
             baseline,
         };
         let created_at_ms = unix_millis(now);
+        // The registration is notified in the transaction that stores it: a crash cannot
+        // keep one without the other (a client retrying after the crash gets 200 for a
+        // deployment whose notification is already queued).
+        let notifications = self
+            .alerting
+            .deployment_notifications(
+                crate::alerting::DeploymentEventKind::Registered,
+                deployment.event(),
+            )
+            .iter()
+            .map(|(notifier, n)| crate::notify::outbox::Outbox::queued(notifier, n))
+            .collect::<Result<Vec<_>, _>>()?;
         match self
             .store
-            .insert_deployment(deployment.row(created_at_ms)?)
+            .insert_deployment_queuing(deployment.row(created_at_ms)?, notifications)
             .await?
         {
             // From here on, its service's checks name it (set at once: runs started after
             // registration count towards its verdict).
-            Insertion::Inserted => self.rt.deployed.set(
-                &deployment.service,
-                Some(DeploymentVars {
-                    id: id.clone(),
-                    version: deployment.version.clone(),
-                    environment: deployment.environment.clone(),
-                }),
-            ),
+            Insertion::Inserted => {
+                self.alerting.outbox().wake();
+                self.rt.deployed.set(
+                    &deployment.service,
+                    Some(DeploymentVars {
+                        id: id.clone(),
+                        version: deployment.version.clone(),
+                        environment: deployment.environment.clone(),
+                    }),
+                );
+            }
             // A concurrent registration of the same id won the race.
             Insertion::Existing(row) => {
                 let existing = Deployment::of_row(&row)?;
@@ -558,12 +573,6 @@ impl Deployments {
         self.update_active(deployment.clone(), created_at_ms);
         self.refresh_windows(now);
         self.changed.send_modify(|n| *n += 1);
-        self.alerting
-            .deployment_event(
-                crate::alerting::DeploymentEventKind::Registered,
-                deployment.event(),
-            )
-            .await;
         Ok(Registered::Created(deployment))
     }
 
@@ -717,27 +726,28 @@ impl Deployments {
             }
         }
         let m = &self.rt.metrics;
-        let services: Vec<String> = self
+        // Each service once, however many checks it has (this runs every tick).
+        let services: std::collections::BTreeSet<&str> = self
             .rt
             .checks
             .iter()
-            .map(|c| c.config.service.clone())
+            .map(|c| c.config.service.as_str())
             .filter(|s| !s.is_empty())
             .collect();
         for service in services {
-            match latest.get(service.as_str()) {
+            match latest.get(service) {
                 Some((started, d)) => {
                     let until = *started + window;
                     let open = now < until;
-                    if open != self.rt.windows.is_active(&service, now) {
-                        self.rt.windows.set(&service, open.then_some(until));
+                    if open != self.rt.windows.is_active(service, now) {
+                        self.rt.windows.set(service, open.then_some(until));
                     }
                     m.deployment_window_active
-                        .with_label_values(&[&service])
+                        .with_label_values(&[service])
                         .set(if open { 1.0 } else { 0.0 });
-                    let _ = m.deployment_info.remove_label_values(&[&service]);
+                    let _ = m.deployment_info.remove_label_values(&[service]);
                     for v in ["pending", "pass", "fail", "inconclusive"] {
-                        m.verdict.with_label_values(&[&service, v]).set(
+                        m.verdict.with_label_values(&[service, v]).set(
                             if d.verdict.verdict.as_str() == v {
                                 1.0
                             } else {
@@ -746,12 +756,12 @@ impl Deployments {
                         );
                     }
                     m.deployment_info
-                        .with_label_values(&[&service, &d.environment, &d.version, &d.id])
+                        .with_label_values(&[service, &d.environment, &d.version, &d.id])
                         .set(1.0);
                 }
                 None => {
                     m.deployment_window_active
-                        .with_label_values(&[&service])
+                        .with_label_values(&[service])
                         .set(0.0);
                 }
             }
@@ -773,11 +783,55 @@ impl Deployments {
                 .with_label_values(&[&a.rule, &a.severity, a.state.as_str()])
                 .inc();
         }
+        let any_change = self.evaluate_deployments(now, None).await;
+        self.refresh_windows(now);
+        if any_change {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Between ticks, as outcomes arrive: re-evaluates the pending deployments of `services`
+    /// (those whose checks just ran), so a verdict follows a failing run at once instead of at
+    /// the next tick. Costs nothing while no deployment of theirs is pending.
+    async fn evaluate_services(&self, services: &BTreeSet<Arc<str>>, now: SystemTime) {
+        let pending = {
+            let active = self.active.lock().expect("not poisoned");
+            active.values().any(|a| {
+                !a.deployment.verdict.is_concluded()
+                    && services.contains(a.deployment.service.as_str())
+            })
+        };
+        if !pending {
+            return;
+        }
+        let _guard = self.evaluating.lock().await;
+        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if self.evaluate_deployments(now, Some(services)).await {
+            self.refresh_windows(now);
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Evaluates the active deployments (of `only` these services' pending ones, if given) and
+    /// stores what changed; whether anything did. The caller holds `evaluating`.
+    async fn evaluate_deployments(
+        &self,
+        now: SystemTime,
+        only: Option<&BTreeSet<Arc<str>>>,
+    ) -> bool {
         let window = self.rt.config.deploy.window;
         let todo: Vec<(Deployment, u64, u64)> = {
             let active = self.active.lock().expect("not poisoned");
             active
                 .values()
+                .filter(|a| {
+                    only.is_none_or(|s| {
+                        !a.deployment.verdict.is_concluded()
+                            && s.contains(a.deployment.service.as_str())
+                    })
+                })
                 .map(|a| (a.deployment.clone(), a.stored_revision, a.created_at_ms))
                 .collect()
         };
@@ -829,10 +883,7 @@ impl Deployments {
                 active.remove(&d.id);
             }
         }
-        self.refresh_windows(now);
-        if any_change {
-            self.changed.send_modify(|n| *n += 1);
-        }
+        any_change
     }
 
     /// Evaluates every rule at `now`; returns the new states.
@@ -970,42 +1021,53 @@ impl Deployments {
     }
 }
 
-/// The deployments task: persists outcomes in batches, and evaluates rules and verdicts
-/// after every batch of outcomes and at least every [`TICK`], always on the generation
-/// `current` holds (a reload replaces it).
+/// The deployments task, always on the generation `current` holds (a reload replaces it):
+/// every [`TICK`] it stores the outcomes recorded since (one transaction), evaluates rules,
+/// alerts and every active deployment; between ticks, when a check of a service inside its
+/// post-deploy window ran (`wake`), it re-evaluates that service's pending verdicts at once.
 pub async fn run(
     current: watch::Receiver<Arc<Deployments>>,
-    mut events: mpsc::UnboundedReceiver<OutcomeEvent>,
+    outcomes: OutcomeSink,
+    mut wake: mpsc::UnboundedReceiver<Arc<str>>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = SystemTime::now();
-    let name = |e: OutcomeEvent| (e.check.to_string(), e.sample);
+    // Outcomes are stored once a tick, in one transaction: a transaction per run cost more
+    // than the runs with a few hundred checks (BENCHMARKS.md).
+    let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
     loop {
-        let mut batch: Vec<(String, crate::history::Sample)> = Vec::new();
-        tokio::select! {
+        let full_tick = tokio::select! {
             _ = shutdown.cancelled() => {
                 // Keep what already arrived.
-                while let Ok(e) = events.try_recv() {
-                    batch.push(name(e));
-                }
+                let batch = outcomes.take();
                 let deployments = current.borrow().clone();
                 if !batch.is_empty() && let Err(e) = deployments.store.append_outcomes(&batch).await {
                     tracing::warn!(error = %e, "cannot store the last outcomes");
                 }
                 return;
             }
-            _ = tick.tick() => {}
-            Some(e) = events.recv() => {
-                batch.push(name(e));
-                while let Ok(e) = events.try_recv() {
-                    batch.push(name(e));
+            _ = tick.tick() => true,
+            Some(service) = wake.recv() => {
+                touched.insert(service);
+                while let Ok(service) = wake.try_recv() {
+                    touched.insert(service);
                 }
+                false
             }
-        }
+        };
         let deployments = current.borrow().clone();
+        if !full_tick {
+            deployments
+                .evaluate_services(&touched, SystemTime::now())
+                .await;
+            touched.clear();
+            continue;
+        }
+        touched.clear();
         let rt = deployments.rt.clone();
+        let batch = outcomes.take();
         if !batch.is_empty()
             && let Err(e) = deployments.store.append_outcomes(&batch).await
         {

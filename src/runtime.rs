@@ -16,6 +16,10 @@ use crate::template::DeploymentVars;
 #[derive(Debug, Default, Clone)]
 pub struct Redactor {
     secrets: Vec<String>,
+    /// Every prefix (4 bytes or more) of every secret, longest first: what a secret crossing
+    /// a cut ("…") leaves behind. Across all secrets, so a short prefix of one cannot be
+    /// replaced before a longer prefix of another that contains it.
+    prefixes: Vec<String>,
 }
 
 impl Redactor {
@@ -25,7 +29,17 @@ impl Redactor {
         // Longest first, so a secret containing another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        Redactor { secrets }
+        let mut prefixes: Vec<String> = secrets
+            .iter()
+            .flat_map(|s| {
+                s.char_indices()
+                    .filter(|(k, _)| *k >= 4)
+                    .map(|(k, _)| s[..k].to_string())
+            })
+            .collect();
+        prefixes.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        prefixes.dedup();
+        Redactor { secrets, prefixes }
     }
 
     pub fn scrub(&self, text: &mut String) {
@@ -36,14 +50,11 @@ impl Redactor {
         }
         // Long values are shown cut ("…"): a secret crossing the cut leaves a prefix.
         if text.contains('…') {
-            for s in &self.secrets {
-                for (k, _) in s.char_indices().rev().filter(|(k, _)| *k >= 4) {
-                    let prefix = &s[..k];
-                    for tail in ["…", "\"…"] {
-                        let cut = format!("{prefix}{tail}");
-                        if text.contains(&cut) {
-                            *text = text.replace(&cut, &format!("<redacted>{tail}"));
-                        }
+            for prefix in &self.prefixes {
+                for tail in ["…", "\"…"] {
+                    let cut = format!("{prefix}{tail}");
+                    if text.contains(&cut) {
+                        *text = text.replace(&cut, &format!("<redacted>{tail}"));
                     }
                 }
             }
@@ -84,6 +95,8 @@ pub struct CheckState {
     pub config: Arc<CheckConfig>,
     pub history: Mutex<History>,
     pub metrics: CheckMetrics,
+    /// The check's name and service, shared by everything it hands to an [`OutcomeSink`].
+    names: (Arc<str>, Arc<str>),
 }
 
 impl CheckState {
@@ -104,6 +117,7 @@ impl CheckState {
             config: c.clone(),
             history: Mutex::new(history),
             metrics: metrics.for_check(&c.name, &c.service, c.type_name()),
+            names: (Arc::from(c.name.as_str()), Arc::from(c.service.as_str())),
         })
     }
 }
@@ -121,16 +135,37 @@ pub struct Runtime {
     pub windows: Arc<crate::deployments::Windows>,
     /// Each service's latest deployment: what `{{ deployment.* }}` in its checks name.
     pub deployed: Arc<crate::deployments::Latest>,
-    /// Where every recorded outcome is announced (the deployments task), when it runs.
-    events: Option<tokio::sync::mpsc::UnboundedSender<OutcomeEvent>>,
+    /// Where every recorded outcome goes for the deployments task, when it runs.
+    events: Option<OutcomeSink>,
 }
 
-/// One recorded outcome, announced to the deployments task (persistence and verdicts).
+/// Where recorded outcomes go for the deployments task: every run's sample into a buffer it
+/// drains each tick (to store them), and a wake-up only for a service inside its post-deploy
+/// window (so a pending verdict follows a failing run at once). Outside the windows a run
+/// wakes nothing: a wake-up per run cost more than the rest of the bookkeeping.
 #[derive(Debug, Clone)]
-pub struct OutcomeEvent {
-    /// The check's name (not an index: a run may finish after a reload changed the list).
-    pub check: Arc<str>,
-    pub sample: crate::history::Sample,
+pub struct OutcomeSink {
+    /// (check, sample) in the order recorded. The check's name, not an index: a run may
+    /// finish after a reload changed the list.
+    buffer: Arc<Mutex<Vec<(Arc<str>, crate::history::Sample)>>>,
+    wake: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
+}
+
+impl OutcomeSink {
+    /// A sink and the receiver of its wake-ups (service names).
+    pub fn new() -> (OutcomeSink, tokio::sync::mpsc::UnboundedReceiver<Arc<str>>) {
+        let (wake, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = OutcomeSink {
+            buffer: Arc::default(),
+            wake,
+        };
+        (sink, rx)
+    }
+
+    /// Everything recorded since the last call, oldest first.
+    pub fn take(&self) -> Vec<(Arc<str>, crate::history::Sample)> {
+        std::mem::take(&mut *self.buffer.lock().expect("not poisoned"))
+    }
 }
 
 impl Runtime {
@@ -201,9 +236,9 @@ impl Runtime {
         (rt, kept)
     }
 
-    /// Announces every recorded outcome on `tx` (set before the runtime is shared).
-    pub fn with_events(mut self, tx: tokio::sync::mpsc::UnboundedSender<OutcomeEvent>) -> Runtime {
-        self.events = Some(tx);
+    /// Hands every recorded outcome to `sink` (set before the runtime is shared).
+    pub fn with_events(mut self, sink: OutcomeSink) -> Runtime {
+        self.events = Some(sink);
         self
     }
 
@@ -233,12 +268,17 @@ impl Runtime {
             prev
         };
         state.metrics.record(&outcome);
-        if let Some(tx) = &self.events {
-            // The receiver ends only at shutdown; a lost event then is of no consequence.
-            let _ = tx.send(OutcomeEvent {
-                check: Arc::from(state.config.name.as_str()),
-                sample: crate::history::Sample::of(&outcome),
-            });
+        if let Some(sink) = &self.events {
+            let (check, service) = &state.names;
+            let sample = crate::history::Sample::of(&outcome);
+            sink.buffer
+                .lock()
+                .expect("not poisoned")
+                .push((check.clone(), sample));
+            if self.windows.is_active(service, SystemTime::now()) {
+                // The receiver ends only at shutdown; a lost wake-up then is of no consequence.
+                let _ = sink.wake.send(service.clone());
+            }
         }
         let c = &state.config;
         // One line per state change, not per run.

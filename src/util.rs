@@ -46,10 +46,47 @@ pub fn normalize_path(p: &std::path::Path) -> std::path::PathBuf {
     out.iter().collect()
 }
 
+/// The value of an `Authorization: Basic` header for `user` and `password` (without the
+/// scheme): base64 of `user:password`. It gives the password away as surely as the password
+/// itself, so it is scrubbed from messages too (a server may echo the request's headers).
+pub fn basic_credential(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn basic_credential_is_standard_padded_base64() {
+        // RFC 7617's example, and each padding length.
+        assert_eq!(
+            basic_credential("Aladdin", "open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(basic_credential("a", "b"), "YTpi");
+        assert_eq!(basic_credential("ab", "c"), "YWI6Yw==");
+        assert_eq!(basic_credential("ab", "cd"), "YWI6Y2Q=");
+    }
 
     #[test]
     fn normalize_drops_dot_and_parent_pairs() {

@@ -49,11 +49,15 @@ impl Auth {
         parse_auth(v, cx)
     }
 
-    /// The secret part, for redaction.
-    pub(crate) fn secret(&self) -> &Secret {
+    /// What must never be shown: the secret, and for basic auth also the credential as the
+    /// `Authorization` header carries it (base64), which a target may echo.
+    pub(crate) fn secret_values(&self) -> Vec<String> {
         match self {
-            Auth::Bearer(s) => s,
-            Auth::Basic { password, .. } => password,
+            Auth::Bearer(s) => vec![s.expose().to_string()],
+            Auth::Basic { username, password } => vec![
+                password.expose().to_string(),
+                crate::util::basic_credential(username, password.expose()),
+            ],
         }
     }
 
@@ -124,7 +128,7 @@ impl HttpSpec {
                 _ => None,
             })
             .collect();
-        out.extend(self.auth.iter().map(|a| a.secret().expose().to_string()));
+        out.extend(self.auth.iter().flat_map(Auth::secret_values));
         out
     }
 

@@ -325,9 +325,10 @@ impl PrometheusSpec {
     }
 
     pub(crate) fn secret_values(&self) -> Vec<String> {
+        // The header as sent too: a server may echo it in an answer that ends in a message.
         self.auth
             .iter()
-            .map(|a| a.secret().expose().to_string())
+            .flat_map(super::http::Auth::secret_values)
             .collect()
     }
 }

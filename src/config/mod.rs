@@ -597,7 +597,19 @@ fn read_server(root: &mut TableReader, cx: &mut Cx) -> ServerConfig {
             ),
         }
     }
-    out.token = t.opt("token", cx);
+    // An empty token (say, an env variable set to nothing) would let every request through
+    // while the daemon believes it is protected: refuse it.
+    out.token = t.opt::<At<Secret>>("token", cx).and_then(|token| {
+        if token.value.expose().trim().is_empty() {
+            cx.error(
+                token.span,
+                "token: is empty, which would leave the mutating endpoints open; give it a value, or remove `token` to leave them open on purpose",
+            );
+            None
+        } else {
+            Some(token.value)
+        }
+    });
     if let Some(d) = t.opt("request_timeout", cx) {
         out.request_timeout = d;
     }

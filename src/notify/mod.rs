@@ -208,13 +208,16 @@ impl SendError {
     }
 
     /// From an HTTP answer that was not 2xx: 408, 429 and 5xx are worth retrying.
+    /// The body is cut to 200 characters, marked with "…" when cut, so a secret that the
+    /// answer echoes and the cut splits is still recognised (see `runtime::Redactor`).
     pub fn from_status(status: u16, body: &str) -> SendError {
-        let body: String = body.chars().take(200).collect();
-        let body = body.trim();
-        let message = if body.is_empty() {
+        let shown: String = body.chars().take(200).collect();
+        let cut = if shown.len() < body.len() { "…" } else { "" };
+        let shown = shown.trim();
+        let message = if shown.is_empty() {
             format!("HTTP {status}")
         } else {
-            format!("HTTP {status}: {body}")
+            format!("HTTP {status}: {shown}{cut}")
         };
         SendError {
             message,

@@ -21,7 +21,7 @@ use super::{Notification, Receiver};
 use crate::config::NotificationsConfig;
 use crate::metrics::Metrics;
 use crate::runtime::Redactor;
-use crate::store::{OutboxItem, Store, StoreError};
+use crate::store::{OutboxItem, Queued, Store, StoreError};
 use crate::util::unix_millis;
 
 /// How many due notifications one round takes.
@@ -55,6 +55,21 @@ impl Outbox {
             metrics,
             notifiers,
         })
+    }
+
+    /// `n` for `notifier` as the store queues it, for a write that queues notifications in
+    /// its own transaction (call [`Outbox::wake`] once it committed).
+    pub fn queued(notifier: &str, n: &Notification) -> Result<Queued, StoreError> {
+        Ok(Queued {
+            notifier: notifier.to_string(),
+            dedup_key: n.dedup_key.clone(),
+            payload: serde_json::to_string(n)?,
+        })
+    }
+
+    /// Tells the worker that something was queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Queues `n` for `notifier` (committed when this returns) and wakes the worker.

@@ -107,12 +107,27 @@ pub(crate) fn join(base: &Url, path: &str) -> Url {
     url
 }
 
-/// The password of a `http://user:password@host/` URL, as a value to scrub.
+/// The password of a `http://user:password@host/` URL, as values to scrub: as written, percent-
+/// decoded, and inside the `Authorization: Basic` header it is sent as (which a receiver may
+/// echo into an error).
 pub(crate) fn url_secrets(url: &Url) -> Vec<String> {
-    url.password()
-        .filter(|p| !p.is_empty())
-        .map(|p| vec![p.to_string()])
-        .unwrap_or_default()
+    let Some(password) = url.password().filter(|p| !p.is_empty()) else {
+        return Vec::new();
+    };
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map_or_else(|| s.to_string(), |(_, v)| v.into_owned())
+    };
+    let plain = decode(password);
+    let mut out = vec![
+        password.to_string(),
+        crate::util::basic_credential(&decode(url.username()), &plain),
+    ];
+    if plain != password {
+        out.push(plain);
+    }
+    out
 }
 
 /// Secret values worth scrubbing: every non-empty one.
@@ -451,7 +466,21 @@ mod tests {
         // A password in a URL is not echoed either.
         let e = check_http_url("http://u:PASSWORD@/x", false).unwrap_err();
         assert!(!e.contains("PASSWORD"), "{e}");
+        // Scrubbed: the password, and the `Authorization: Basic` value it is sent as.
         let url = check_http_url("http://u:PASSWORD@127.0.0.1/", false).unwrap();
-        assert_eq!(url_secrets(&url), vec!["PASSWORD".to_string()]);
+        assert_eq!(
+            url_secrets(&url),
+            vec!["PASSWORD".to_string(), "dTpQQVNTV09SRA==".to_string()]
+        );
+        // Percent-encoded, also as the receiver sees it decoded.
+        let url = check_http_url("http://u%40x:P%40SS+W@127.0.0.1/", false).unwrap();
+        assert_eq!(
+            url_secrets(&url),
+            vec![
+                "P%40SS+W".to_string(),
+                crate::util::basic_credential("u@x", "P@SS+W"),
+                "P@SS+W".to_string()
+            ]
+        );
     }
 }

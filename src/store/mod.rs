@@ -6,6 +6,11 @@
 //!
 //! `journal_mode=WAL` with `synchronous=FULL`: once a call has returned `Ok`, its transaction is
 //! on disk and survives `kill -9` and power loss. Every public call is exactly one transaction.
+//! The exception is [`Store::append_outcomes`], committed with `synchronous=NORMAL`: it reaches
+//! the WAL (so it survives `kill -9`) but is fsync'd only with the next `FULL` commit or
+//! checkpoint, so a power cut may lose the last seconds of outcomes — and nothing else. An
+//! fsync per second of outcomes was most of the daemon's disk writes and a fifth of its CPU
+//! with a few hundred checks (BENCHMARKS.md).
 //!
 //! # Threading
 //!
@@ -175,6 +180,16 @@ pub struct DeploymentRow {
     pub updated_at_ms: u64,
 }
 
+/// A notification to queue in the outbox together with another write (see
+/// [`Store::insert_deployment_queuing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub notifier: String,
+    pub dedup_key: String,
+    /// The notification as JSON text.
+    pub payload: String,
+}
+
 /// What [`Store::insert_deployment`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Insertion {
@@ -281,10 +296,24 @@ impl Store {
 
     /// Registers a deployment, unless its id exists: then returns the stored row untouched.
     pub async fn insert_deployment(&self, row: DeploymentRow) -> Result<Insertion, StoreError> {
+        self.insert_deployment_queuing(row, Vec::new()).await
+    }
+
+    /// [`Store::insert_deployment`], queuing `notifications` in the outbox in the same
+    /// transaction: they are queued if and only if the deployment is inserted, so a crash
+    /// cannot leave a registered deployment whose registration was never notified.
+    pub async fn insert_deployment_queuing(
+        &self,
+        row: DeploymentRow,
+        notifications: Vec<Queued>,
+    ) -> Result<Insertion, StoreError> {
         self.call(move |conn| {
             write(conn, |tx| {
                 if let Some(existing) = select_deployment(tx, &row.id)? {
                     return Ok(Insertion::Existing(existing));
+                }
+                for n in &notifications {
+                    insert_outbox(tx, n)?;
                 }
                 tx.execute(
                     "INSERT INTO deployments (id, service, environment, version, labels, \
@@ -423,7 +452,10 @@ impl Store {
             .map(|(c, s)| (c.as_ref().to_string(), *s))
             .collect();
         self.call(move |conn| {
-            write(conn, |tx| {
+            // Outcomes are the one thing committed without an fsync of their own (see the
+            // module's Durability section): they come every second and only feed baselines.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let written = write(conn, |tx| {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO outcomes (check_name, at_ms, duration_us, status, reason) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -438,7 +470,9 @@ impl Store {
                     ])?;
                 }
                 Ok(batch.len())
-            })
+            });
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            written
         })
         .await
     }
@@ -532,20 +566,13 @@ impl Store {
         dedup_key: &str,
         payload: &Value,
     ) -> Result<i64, StoreError> {
-        let (notifier, dedup_key) = (notifier.to_string(), dedup_key.to_string());
-        let payload = serde_json::to_string(payload)?;
-        self.call(move |conn| {
-            write(conn, |tx| {
-                let now = to_sql_int(now_ms());
-                tx.execute(
-                    "INSERT INTO outbox (notifier, dedup_key, payload, created_at, next_attempt_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
-                    rusqlite::params![notifier, dedup_key, payload, now],
-                )?;
-                Ok(tx.last_insert_rowid())
-            })
-        })
-        .await
+        let n = Queued {
+            notifier: notifier.to_string(),
+            dedup_key: dedup_key.to_string(),
+            payload: serde_json::to_string(payload)?,
+        };
+        self.call(move |conn| write(conn, |tx| insert_outbox(tx, &n)))
+            .await
     }
 
     /// The queued notifications of every notifier whose queue is due at `now_ms`, in queue
@@ -806,6 +833,17 @@ fn serve(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     for done in closers {
         let _ = done.send(());
     }
+}
+
+/// Queues one notification, due at once; returns its id.
+fn insert_outbox(tx: &Transaction<'_>, n: &Queued) -> Result<i64, StoreError> {
+    let now = to_sql_int(now_ms());
+    tx.execute(
+        "INSERT INTO outbox (notifier, dedup_key, payload, created_at, next_attempt_at) \
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+        rusqlite::params![n.notifier, n.dedup_key, n.payload, now],
+    )?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// One write transaction; `IMMEDIATE` takes the write lock up front, so it never has to be

@@ -226,24 +226,15 @@ impl HttpSpec {
         let follow_redirects = t.or("follow_redirects", true, cx);
         let keepalive = t.or("keepalive", false, cx);
         let max_body = t.or("max_body", ByteSize(DEFAULT_MAX_BODY), cx).0;
-        let mut builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // Checks go straight to their target: an environment proxy would change what is measured.
-            .no_proxy()
-            .pool_max_idle_per_host(if keepalive { 4 } else { 0 })
-            .redirect(if follow_redirects {
-                reqwest::redirect::Policy::limited(10)
-            } else {
-                reqwest::redirect::Policy::none()
-            });
-        if let Some(v) = t.get("tls") {
-            builder = apply_tls(builder, v, cx)?;
-        }
         // Over https, the leaf certificate's expiry is reported (`cert_days`).
-        if url.as_ref().is_some_and(|u| u.scheme() == "https") {
-            builder = builder.tls_info(true);
-        }
-        let client = match builder.build() {
+        let tls_info = url.as_ref().is_some_and(|u| u.scheme() == "https");
+        let built = match t.get("tls") {
+            Some(v) => {
+                apply_tls(client_builder(keepalive, follow_redirects, tls_info), v, cx)?.build()
+            }
+            None => shared_client(keepalive, follow_redirects, tls_info),
+        };
+        let client = match built {
             Ok(c) => c,
             Err(e) => {
                 cx.error(
@@ -390,6 +381,47 @@ impl HttpSpec {
             .map(Sent::Reqwest)
             .map_err(|e| classify(&e))
     }
+}
+
+/// A client as an http check uses it, before any `tls` settings.
+fn client_builder(
+    keepalive: bool,
+    follow_redirects: bool,
+    tls_info: bool,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        // Checks go straight to their target: an environment proxy would change what is measured.
+        .no_proxy()
+        .pool_max_idle_per_host(if keepalive { 4 } else { 0 })
+        .redirect(if follow_redirects {
+            reqwest::redirect::Policy::limited(MAX_REDIRECTS)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
+        .tls_info(tls_info)
+}
+
+/// The client of every http check without a `tls` table that sets the same options. A client
+/// carries its TLS setup — the system's root certificates, parsed: about 160 KB — so a client
+/// per check cost 160 MB of memory with 1,000 checks (BENCHMARKS.md, memory). Checks sharing
+/// one with `keepalive = true` share its idle connections too, which is what keep-alive asks.
+fn shared_client(
+    keepalive: bool,
+    follow_redirects: bool,
+    tls_info: bool,
+) -> reqwest::Result<reqwest::Client> {
+    type Key = (bool, bool, bool);
+    static CLIENTS: std::sync::Mutex<BTreeMap<Key, reqwest::Client>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let key = (keepalive, follow_redirects, tls_info);
+    let mut clients = CLIENTS.lock().expect("not poisoned");
+    if let Some(c) = clients.get(&key) {
+        return Ok(c.clone());
+    }
+    let c = client_builder(keepalive, follow_redirects, tls_info).build()?;
+    clients.insert(key, c.clone());
+    Ok(c)
 }
 
 /// A setting's text as a `{{ deployment.* }}` template, when it names one (`Ok(None)` for plain

@@ -396,6 +396,59 @@ expect = [
         row("blackbox_exporter", probes, secs, c1 - c0, n1 - n0);
     }
 
+    // The floor of a prober paced at this rate: a raw socket request (connect, write, read to
+    // EOF) started every 1/RATE s by a timer in a 2-worker tokio runtime, in this process. What
+    // a paced prober pays over a back-to-back loop (the runtime parks and wakes for each probe)
+    // shows here, with no HTTP client, assertions, history or metrics at all.
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pace = |secs: Duration| {
+            let done = done.clone();
+            runtime.block_on(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
+                let end = Instant::now() + secs;
+                let mut tasks = tokio::task::JoinSet::new();
+                while Instant::now() < end {
+                    tick.tick().await;
+                    let done = done.clone();
+                    tasks.spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", nginx_port))
+                            .await
+                            .unwrap();
+                        s.write_all(
+                            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                        )
+                        .await
+                        .unwrap();
+                        let mut buf = Vec::with_capacity(512);
+                        s.read_to_end(&mut buf).await.unwrap();
+                        if buf.starts_with(b"HTTP/1.1 200") {
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    });
+                    while tasks.try_join_next().is_some() {}
+                }
+                while tasks.join_next().await.is_some() {}
+            })
+        };
+        pace(Duration::from_secs(3)); // warm-up
+        let me = std::process::id().to_string();
+        let before = done.load(std::sync::atomic::Ordering::Relaxed);
+        let (c0, n0) = (cpu_seconds(&me), cpu_seconds(nginx_pid));
+        let t0 = Instant::now();
+        pace(window);
+        let secs = t0.elapsed().as_secs_f64();
+        let (c1, n1) = (cpu_seconds(&me), cpu_seconds(nginx_pid));
+        let probes = (done.load(std::sync::atomic::Ordering::Relaxed) - before) as f64;
+        row("raw socket, paced", probes, secs, c1 - c0, n1 - n0);
+    }
+
     // wrk, Connection: close: the bare client cost. The shell reports its waited-for
     // children's CPU (cutime + cstime of /proc/$$/stat) after wrk exits.
     {

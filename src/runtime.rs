@@ -139,6 +139,9 @@ pub struct Runtime {
     events: Option<OutcomeSink>,
 }
 
+/// One recorded run as the deployments task stores it: (check name, sample).
+pub type Recorded = (Arc<str>, crate::history::Sample);
+
 /// Where recorded outcomes go for the deployments task: every run's sample into a buffer it
 /// drains each tick (to store them), and a wake-up only for a service inside its post-deploy
 /// window (so a pending verdict follows a failing run at once). Outside the windows a run
@@ -147,7 +150,7 @@ pub struct Runtime {
 pub struct OutcomeSink {
     /// (check, sample) in the order recorded. The check's name, not an index: a run may
     /// finish after a reload changed the list.
-    buffer: Arc<Mutex<Vec<(Arc<str>, crate::history::Sample)>>>,
+    buffer: Arc<Mutex<Vec<Recorded>>>,
     wake: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
 }
 
@@ -163,7 +166,7 @@ impl OutcomeSink {
     }
 
     /// Everything recorded since the last call, oldest first.
-    pub fn take(&self) -> Vec<(Arc<str>, crate::history::Sample)> {
+    pub fn take(&self) -> Vec<Recorded> {
         std::mem::take(&mut *self.buffer.lock().expect("not poisoned"))
     }
 }

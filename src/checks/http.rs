@@ -354,7 +354,7 @@ impl HttpSpec {
         }
         let mut req = match super::http_direct::Request::from_reqwest(req) {
             Ok(r) => r,
-            Err(req) => return self.execute(req).await,
+            Err(req) => return self.execute(*req).await,
         };
         for _ in 0..=MAX_REDIRECTS {
             let resp = super::http_direct::send(&req, &self.user_agent).await?;

@@ -44,12 +44,12 @@ pub(crate) struct Request {
 impl Request {
     /// Takes a built reqwest request apart; gives it back when its body is a stream (never
     /// for a check, whose bodies are fixed bytes).
-    pub fn from_reqwest(mut req: reqwest::Request) -> Result<Request, reqwest::Request> {
+    pub fn from_reqwest(mut req: reqwest::Request) -> Result<Request, Box<reqwest::Request>> {
         let body = match req.body() {
             None => Bytes::new(),
             Some(b) => match b.as_bytes() {
                 Some(bytes) => Bytes::copy_from_slice(bytes),
-                None => return Err(req),
+                None => return Err(Box::new(req)),
             },
         };
         Ok(Request {

@@ -903,7 +903,7 @@ fn parse_query(key: &str, v: &Value<'_>, scope: &QueryScope, cx: &mut Cx) -> Opt
         }
         "jsonpath" => {
             let s = text(cx)?;
-            match JsonPath::parse(&s) {
+            match parse_jsonpath(&s) {
                 Ok(path) => Some(Query::JsonPath { text: s, path }),
                 Err(e) => {
                     cx.error(v.span(), format!("invalid JSONPath {}: {e}", quote(&s)));
@@ -947,6 +947,41 @@ fn parse_query(key: &str, v: &Value<'_>, scope: &QueryScope, cx: &mut Cx) -> Opt
         }
         _ => None,
     }
+}
+
+/// How deep a JSONPath's brackets and parentheses may nest. serde_json_path parses nested
+/// filters recursively and by backtracking, with no limit of its own: 30 nested `[?@[?@…]]`
+/// take hours and a few hundred nested parentheses overflow the stack (the process aborts).
+/// Real paths nest two or three levels.
+pub const MAX_JSONPATH_NESTING: usize = 10;
+
+/// Parses a JSONPath (RFC 9535), refusing one nested deeper than [`MAX_JSONPATH_NESTING`].
+pub fn parse_jsonpath(text: &str) -> Result<JsonPath, String> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut quote, mut escaped) = (None, false);
+    for c in text.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '(' | '[' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    if deepest > MAX_JSONPATH_NESTING {
+        return Err(format!(
+            "brackets and parentheses nest {deepest} deep (at most {MAX_JSONPATH_NESTING})"
+        ));
+    }
+    JsonPath::parse(text).map_err(|e| e.to_string())
 }
 
 /// `status = 200` (eq) or `status = [200, 204]` (in).

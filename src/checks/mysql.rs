@@ -261,10 +261,10 @@ fn first_value(row: &Row) -> Option<String> {
 /// The DSN as mysql_async options, and as a URL (for its query keys and raw password).
 fn parse_dsn(dsn: &At<Secret>, cx: &mut Cx) -> Option<(Opts, url::Url)> {
     let text = dsn.value.expose();
-    let text = match text.split_once("://") {
-        Some(("mysql", _)) => text.to_string(),
-        Some(("mariadb", rest)) => format!("mysql://{rest}"),
-        Some((scheme, _)) => {
+    let text = match shared::dsn_scheme(text) {
+        Some("mysql") => text.to_string(),
+        Some("mariadb") => format!("mysql://{}", &text["mariadb://".len()..]),
+        Some(scheme) => {
             cx.error(
                 dsn.span.clone(),
                 format!("dsn: scheme {scheme:?} is not mysql:// or mariadb://"),

@@ -236,7 +236,7 @@ enum Phase {
 
 fn parse_dsn(dsn: &At<Secret>, cx: &mut Cx) -> Option<tokio_postgres::Config> {
     let text = dsn.value.expose();
-    if let Some((scheme, _)) = text.split_once("://")
+    if let Some(scheme) = shared::dsn_scheme(text)
         && !matches!(scheme, "postgres" | "postgresql")
     {
         cx.error(
@@ -399,7 +399,7 @@ pub(crate) mod shared {
 
     use crate::checks::assert::{Assertion, Measured, QueryScope, judge};
     use crate::checks::outcome::{Observation, Observations, Outcome, Reason, Status};
-    use crate::config::reader::{At, Cx, TableReader, Value, parse_duration};
+    use crate::config::reader::{At, Cx, TableReader, Value, parse_config_duration};
 
     /// What `expect` may ask of a postgres or mysql check.
     pub const SCOPE: QueryScope = QueryScope {
@@ -420,13 +420,23 @@ pub(crate) mod shared {
         Mysql,
     }
 
+    /// The scheme of a URL DSN (`postgres` of `postgres://…`). `None` for key=value DSNs:
+    /// the text before a later `://` there may hold the password, and is never shown.
+    pub fn dsn_scheme(text: &str) -> Option<&str> {
+        let (scheme, _) = text.split_once("://")?;
+        let mut chars = scheme.chars();
+        let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        is_scheme.then_some(scheme)
+    }
+
     /// The check's timeout as written on its table. The config layer reads (and reports)
     /// `timeout` before the type's keys; a check without one gets the built-in default
     /// here unless the config layer sets the effective one with `set_timeout`.
     pub fn check_timeout(t: &mut TableReader) -> Duration {
         t.get("timeout")
             .and_then(|v| v.get_ref().as_str().map(str::to_owned))
-            .and_then(|s| parse_duration(&s).ok())
+            .and_then(|s| parse_config_duration(&s).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(DEFAULT_CHECK_TIMEOUT)
     }

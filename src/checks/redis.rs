@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use super::assert::{Assertion, Measured, QueryScope, judge};
 use super::outcome::{Observation, Observations, Outcome, Reason, Status};
 use crate::config::Secret;
-use crate::config::reader::{At, Cx, TableReader, Value, closest, parse_duration};
+use crate::config::reader::{At, Cx, TableReader, Value, closest, parse_config_duration};
 
 /// What `expect` may ask of a redis check: the duration, and any INFO field it lists.
 pub const SCOPE: QueryScope = QueryScope {
@@ -454,7 +454,8 @@ impl RedisSpec {
 /// Reads the check's own `timeout` without reporting anything (the caller validates it).
 pub(crate) fn peek_timeout(t: &mut TableReader) -> Option<Duration> {
     let v = t.get("timeout")?;
-    parse_duration(v.get_ref().as_str()?).ok()
+    // Capped like every config duration (the check's own reading reports one too long).
+    parse_config_duration(v.get_ref().as_str()?).ok()
 }
 
 /// Appends one command as a RESP array of bulk strings.

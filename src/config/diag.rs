@@ -43,9 +43,27 @@ impl SourceFile {
             file: self.path.clone(),
             line,
             col,
-            message: message.into(),
+            message: one_line(message.into()),
         }
     }
+}
+
+/// A message as one line of text: values quoted from the config (a name with a newline, an
+/// escape sequence) cannot split a problem over lines or drive the terminal.
+fn one_line(message: String) -> String {
+    if !message.chars().any(char::is_control) {
+        return message;
+    }
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A config problem at a precise place. Messages never contain secret values.
@@ -64,7 +82,7 @@ impl Diagnostic {
             file: file.to_path_buf(),
             line: 1,
             col: 1,
-            message: message.into(),
+            message: one_line(message.into()),
         }
     }
 }
@@ -114,5 +132,15 @@ mod tests {
         assert_eq!(src.position(9), (2, 3));
         let d = src.diagnostic(6..7, "bad");
         assert_eq!(d.to_string(), "a.toml:2:1: bad");
+    }
+
+    #[test]
+    fn a_message_quoting_a_newline_stays_on_one_line() {
+        let src = SourceFile::new("a.toml", "x = 1\n".to_string());
+        let d = src.diagnostic(0..1, "unknown observation ` 7\n\u{1b}[31m`");
+        assert_eq!(
+            d.to_string(),
+            "a.toml:1:1: unknown observation ` 7\\n\\u{1b}[31m`"
+        );
     }
 }

@@ -284,13 +284,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// The longest duration a config value may be. Longer is a typo or a way of writing "never",
+/// and the daemon adds config durations to clocks and to each other (`now + window`,
+/// `3 × interval + timeout`): near `Duration::MAX` those sums overflow and panic.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+/// [`parse_duration`] for config values: at most [`MAX_CONFIG_DURATION`] (100 years).
+pub fn parse_config_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > MAX_CONFIG_DURATION {
+        return Err(format!("duration {s:?} is longer than 100 years"));
+    }
+    Ok(d)
+}
+
 impl FromToml for Duration {
     fn from_toml(v: &Value<'_>, _: &mut Cx) -> Result<Self, String> {
         let s = v
             .get_ref()
             .as_str()
             .ok_or_else(|| mismatch("a duration string such as \"30s\"", v))?;
-        parse_duration(s)
+        parse_config_duration(s)
     }
 }
 
@@ -447,6 +461,19 @@ mod tests {
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert!(parse_size("ten").is_err());
         assert!(parse_size("1XB").is_err());
+    }
+
+    #[test]
+    fn config_durations_stop_at_100_years() {
+        assert_eq!(
+            parse_config_duration("100y"),
+            Ok(MAX_CONFIG_DURATION),
+            "100 years is the limit"
+        );
+        let e = parse_config_duration("101y").expect_err("too long");
+        assert_eq!(e, "duration \"101y\" is longer than 100 years");
+        assert!(parse_config_duration("18446744073709551615s").is_err());
+        assert!(parse_config_duration("1e99s").is_err());
     }
 
     #[test]

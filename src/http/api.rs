@@ -120,9 +120,13 @@ pub async fn list_checks(State(rt): State<Arc<Runtime>>, q: WindowParam) -> Resp
 
 pub async fn get_check(
     State(rt): State<Arc<Runtime>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     q: WindowParam,
 ) -> Response {
+    let name = match super::deploy_api::path_param(name) {
+        Ok(name) => name,
+        Err(r) => return r,
+    };
     let window = match parse_window(q) {
         Ok(w) => w,
         Err(m) => return problem(StatusCode::BAD_REQUEST, m),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -76,6 +76,13 @@ fn deploy_error(e: DeployError) -> Response {
             )
         }
     }
+}
+
+/// The `{id}` of a request path, or a problem response: axum's own rejection (an id that is
+/// not UTF-8 once percent-decoded, `%FF`) is plain text.
+pub(super) fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+    p.map(|Path(id)| id)
+        .map_err(|e| problem(e.status(), e.body_text()))
 }
 
 fn json_rejection(e: JsonRejection) -> Response {
@@ -144,7 +151,14 @@ pub async fn list(
     }
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match path_param(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let d = match deployments(&state) {
         Ok(d) => d,
         Err(r) => return r,
@@ -164,9 +178,13 @@ pub struct WaitQuery {
 
 pub async fn verdict(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Response {
+    let id = match path_param(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let d = match deployments(&state) {
         Ok(d) => d,
         Err(r) => return r,
@@ -187,7 +205,14 @@ pub async fn verdict(
 }
 
 /// The verdict as a status code: 200 pass, 503 anything else.
-pub async fn gate(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn gate(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match path_param(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let d = match deployments(&state) {
         Ok(d) => d,
         Err(r) => return r,
@@ -208,11 +233,15 @@ pub async fn gate(State(state): State<AppState>, Path(id): Path<String>) -> Resp
 pub async fn cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
+    let id = match path_param(id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let d = match deployments(&state) {
         Ok(d) => d,
         Err(r) => return r,

@@ -103,7 +103,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/deployments/{id}/cancel", post(deploy_api::cancel))
         .route("/api/v1/alerts", get(deploy_api::alerts))
         .fallback(not_found)
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .method_not_allowed_fallback(method_not_allowed)
+        // A limit the body extractors enforce (rather than a layer answering in plain text), so
+        // an oversized body is refused with a problem like every other bad request.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -210,6 +213,13 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
 
 async fn not_found() -> Response {
     problem(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method",
+    )
 }
 
 /// An RFC 9457 problem response.

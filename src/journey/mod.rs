@@ -1153,7 +1153,7 @@ fn parse_capture(name: &str, v: &Value<'_>, cx: &mut Cx) -> Option<Capture> {
         return None;
     }
     let source = if let Some(p) = jsonpath {
-        match JsonPath::parse(&p.value) {
+        match crate::checks::assert::parse_jsonpath(&p.value) {
             Ok(path) => CaptureSource::JsonPath(path),
             Err(e) => {
                 cx.error(

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use common::{Daemon, metric_sum, q};
+use common::{Daemon, healthy, metric_sum, q};
 
 /// How far past its timeout a run may end (a debug binary on a busy 2-core machine).
 const SLACK: Duration = Duration::from_millis(1500);
@@ -294,31 +294,6 @@ async fn mute_dns_server() -> (SocketAddr, Arc<AtomicU64>) {
 
 // ---------------------------------------------------------------------------------------------
 // The daemon's side.
-
-/// One `/-/healthy` over a fresh connection, within `limit`; the error says what went wrong.
-async fn healthy(port: u16, limit: Duration) -> Result<(), String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        s.write_all(b"GET /-/healthy HTTP/1.1\r\nhost: bakewatch\r\nconnection: close\r\n\r\n")
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        if text.starts_with("HTTP/1.1 200") {
-            Ok(())
-        } else {
-            Err(format!("answered {text:?}"))
-        }
-    };
-    tokio::time::timeout(limit, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
-}
 
 /// `(VmRSS, VmHWM)` of a process in KiB, from `/proc/<pid>/status`.
 fn rss_kib(pid: u32) -> (u64, u64) {

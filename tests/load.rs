@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::{Daemon, Target, metric_sum, q};
+use common::{Daemon, Target, healthy, metric_sum, q};
 
 /// `[server] request_timeout` in this test; the header read timeout is the shorter of it and
 /// the daemon's built-in 10 s.
@@ -92,31 +92,6 @@ async fn slow_client(port: u16, prelude: Vec<u8>, drip: u8, limit: Duration) -> 
             }
         }
     }
-}
-
-/// One `/-/healthy` over a fresh connection within `limit`; the error says what went wrong.
-async fn healthy(port: u16, limit: Duration) -> Result<(), String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        s.write_all(b"GET /-/healthy HTTP/1.1\r\nhost: bakewatch\r\nconnection: close\r\n\r\n")
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        if text.starts_with("HTTP/1.1 200") {
-            Ok(())
-        } else {
-            Err(format!("answered {text:?}"))
-        }
-    };
-    tokio::time::timeout(limit, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
 }
 
 /// Panics, saying what to install, when `wrk` is not on the PATH.

@@ -979,3 +979,29 @@ impl Daemon {
         }
     }
 }
+
+/// One `/-/healthy` over a fresh connection, within `limit`; the error says what went wrong.
+pub async fn healthy(port: u16, limit: Duration) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(b"GET /-/healthy HTTP/1.1\r\nhost: bakewatch\r\nconnection: close\r\n\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if text.starts_with("HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(format!("answered {text:?}"))
+        }
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+}

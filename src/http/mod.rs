@@ -194,7 +194,8 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        rt.metrics.render(),
+        // Written as it is sent: tens of MiB with thousands of checks (see Metrics::render_body).
+        rt.metrics.render_body(),
     )
         .into_response()
 }

@@ -11,70 +11,13 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bakewatch::metrics::Metrics;
 use bakewatch::runtime::Runtime;
-use common::cpu_seconds;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Nginx {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nginx(port: u16) -> Nginx {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("nginx not found: install the Debian package nginx-light");
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nginx.conf");
-    let d = dir.path().display();
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
-events {{ worker_connections 1024; }}
-http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
-  server {{ listen 127.0.0.1:{port}; keepalive_timeout 0;
-    location / {{ default_type application/json; return 200 '{{\"status\":\"ok\",\"items\":[1,2,3]}}'; }} }} }}
-"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(nginx)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Nginx { child, _dir: dir }
-}
+use common::{cpu_seconds, free_port};
 
 fn main() {
     // `cargo test --all-targets` runs bench binaries too; only `cargo bench` passes --bench.
@@ -87,9 +30,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    let port = free_port();
-    let nginx = start_nginx(port);
-    let nginx_pid = nginx.child.id().to_string();
+    let nginx = common::Nginx::start(None);
+    let (port, nginx_pid) = (nginx.port, nginx.pid().to_string());
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bakewatch.toml");
@@ -240,9 +182,10 @@ fn inproc(
 
 /// Part two: the whole daemon against the alternatives, at one probe rate.
 ///
-/// - bakewatch: `bakewatch run` (the release binary cargo built for this bench) with `RATE`
-///   http checks at a 1 s interval, the same five assertions each; its CPU over `WINDOW`
-///   seconds divided by the runs it counted (`bakewatch_check_runs_total`).
+/// - bakewatch: `bakewatch run` (`$BAKEWATCH_BIN`, else the release binary cargo built for
+///   this bench) with `RATE` http checks at a 1 s interval, the same five assertions each;
+///   its CPU over `WINDOW` seconds divided by the runs it counted
+///   (`bakewatch_check_runs_total`).
 /// - blackbox_exporter: `prometheus-blackbox-exporter` with an http module checking the status
 ///   and the body, driven at the same rate through `/probe` over keep-alive connections; its
 ///   CPU divided by the probes it answered.
@@ -303,7 +246,7 @@ expect = [
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bakewatch"))
+        let mut child = Command::new(common::bin())
             .args(["run", "-c"])
             .arg(dir.path().join("bakewatch.toml"))
             .env("RUST_LOG", "warn")

@@ -214,7 +214,7 @@ impl Metrics {
     /// and stay in, the heap); parts also let other tasks run between them.
     pub fn render_body(&self) -> axum::body::Body {
         let stream = futures_util::stream::unfold(self.exposition(), |mut e| async move {
-            let mut part = String::with_capacity(BODY_PART + BODY_PART / 4);
+            let mut part = String::with_capacity(BODY_PART + BODY_PART / 2);
             // Families without samples write nothing: no empty parts.
             while part.is_empty() {
                 if !e.write_part(&mut part, BODY_PART) {
@@ -258,8 +258,13 @@ impl Metrics {
     }
 }
 
-/// About how many bytes each part of a streamed exposition holds.
+/// About how many bytes each part of a streamed exposition holds. A part stays well below
+/// glibc's mmap threshold (128 KiB): a freed buffer above it raises the threshold, and from
+/// then on such buffers come from (and stay in) the heap.
 const BODY_PART: usize = 64 * 1024;
+/// Checks of a per-check family written at a time: a check's duration histogram is ~2 KiB,
+/// so a part ends at most ~32 KiB past [`BODY_PART`].
+const CHECKS_PER_STEP: usize = 16;
 
 /// One family of the exposition.
 enum Part {
@@ -281,7 +286,8 @@ struct Exposition {
 
 impl Exposition {
     /// Appends the next part, about `size` bytes or more (a family of the registry, or up to
-    /// 64 checks of a per-check family, at a time); false when everything was written.
+    /// [`CHECKS_PER_STEP`] checks of a per-check family, at a time); false when everything
+    /// was written.
     fn write_part(&mut self, out: &mut String, size: usize) -> bool {
         if self.part >= self.parts.len() {
             return false;
@@ -294,7 +300,7 @@ impl Exposition {
                     self.part += 1;
                 }
                 Part::PerCheck(family) => {
-                    let end = (self.next_check + 64).min(self.checks.len());
+                    let end = (self.next_check + CHECKS_PER_STEP).min(self.checks.len());
                     let checks = &self.checks[self.next_check..end];
                     family.render(checks, &self.les, out, &mut self.started);
                     self.next_check = end;

@@ -115,7 +115,7 @@ pub async fn list_checks(State(rt): State<Arc<Runtime>>, q: WindowParam) -> Resp
         Err(m) => return problem(StatusCode::BAD_REQUEST, m),
     };
     let list: Vec<CheckSummary> = rt.checks.iter().map(|c| summary(c, window)).collect();
-    Json(serde_json::json!({ "checks": list })).into_response()
+    super::json_list("checks", &list)
 }
 
 pub async fn get_check(

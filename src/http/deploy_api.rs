@@ -146,7 +146,7 @@ pub async fn list(
     };
     let limit = q.limit.unwrap_or(20).clamp(1, 500);
     match d.list(q.service.as_deref(), limit).await {
-        Ok(list) => Json(serde_json::json!({ "deployments": list })).into_response(),
+        Ok(list) => super::json_list("deployments", &list),
         Err(e) => deploy_error(e),
     }
 }
@@ -254,5 +254,5 @@ pub async fn cancel(
 
 pub async fn alerts(State(state): State<AppState>) -> Response {
     let list = state.deployments().map(|d| d.alerts()).unwrap_or_default();
-    Json(serde_json::json!({ "alerts": list })).into_response()
+    super::json_list("alerts", &list)
 }

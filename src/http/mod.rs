@@ -223,6 +223,50 @@ async fn method_not_allowed() -> Response {
     )
 }
 
+/// About how many bytes each part of a streamed JSON list holds.
+const LIST_PART: usize = 32 * 1024;
+
+/// `{"<key>":[…]}` of `items`, written in parts of about [`LIST_PART`] bytes. A list of
+/// thousands of checks is hundreds of KiB: written whole, through a `serde_json::Value` or
+/// one growing buffer, every such answer costs an allocation large enough that glibc keeps
+/// the memory afterwards; small parts are reused. One part goes out with a Content-Length,
+/// more are sent chunked.
+pub fn json_list<T: serde::Serialize>(key: &str, items: &[T]) -> Response {
+    let mut parts: Vec<bytes::Bytes> = Vec::new();
+    let mut part: Vec<u8> = Vec::with_capacity(LIST_PART + LIST_PART / 4);
+    let head = serde_json::to_string(key).expect("a string serializes");
+    part.extend_from_slice(b"{");
+    part.extend_from_slice(head.as_bytes());
+    part.extend_from_slice(b":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            part.push(b',');
+        }
+        if let Err(e) = serde_json::to_writer(&mut part, item) {
+            tracing::error!(error = %e, key, "writing a JSON list failed");
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the list could not be written",
+            );
+        }
+        if part.len() >= LIST_PART {
+            parts.push(
+                std::mem::replace(&mut part, Vec::with_capacity(LIST_PART + LIST_PART / 4)).into(),
+            );
+        }
+    }
+    part.extend_from_slice(b"]}");
+    parts.push(part.into());
+    let body = if parts.len() == 1 {
+        axum::body::Body::from(parts.pop().expect("one part"))
+    } else {
+        axum::body::Body::from_stream(futures_util::stream::iter(
+            parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ))
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// An RFC 9457 problem response.
 pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
     let body = serde_json::json!({
@@ -237,4 +281,46 @@ pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// The exact length the body announces (hyper sends it as Content-Length), and the
+    /// document.
+    async fn body_of(r: Response) -> (Option<u64>, serde_json::Value) {
+        let len = axum::body::HttpBody::size_hint(r.body()).exact();
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (len, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_json_list_is_the_same_document_in_one_part_or_many() {
+        #[derive(serde::Serialize)]
+        struct Item {
+            name: String,
+            n: usize,
+            note: Option<&'static str>,
+        }
+        let items = |count: usize| -> Vec<Item> {
+            (0..count)
+                .map(|n| Item {
+                    name: format!("check \"{n}\" \u{e9}"),
+                    n,
+                    note: (n % 3 == 0).then_some("x"),
+                })
+                .collect()
+        };
+        for count in [0, 1, 5, 3000] {
+            let list = items(count);
+            let (len, doc) = body_of(json_list("checks", &list)).await;
+            assert_eq!(doc, serde_json::json!({ "checks": list }), "{count} items");
+            // 3,000 items are ~150 KB: several parts, sent chunked; a small list has a length.
+            assert_eq!(len.is_some(), count < 100, "{count} items: {len:?}");
+        }
+    }
 }

@@ -780,6 +780,9 @@ impl Store {
     }
 }
 
+/// The connection's page cache, in KiB.
+const CACHE_KIB: i64 = 512;
+
 /// Creates the directory, opens the file, sets the pragmas and migrates. Runs on the store
 /// thread, so the connection is never anywhere else.
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -808,6 +811,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    // SQLite's default page cache is 2 MiB; the daemon appends outcomes at the end of one
+    // table and reads a few deployment rows, and the OS caches the file anyway.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
         .map_err(open_err)?;
     migrations::migrate(&mut conn, path)?;
     Ok(conn)
@@ -982,6 +989,7 @@ mod tests {
         assert_eq!(pragma("synchronous"), "2", "FULL");
         assert_eq!(pragma("foreign_keys"), "1");
         assert_eq!(pragma("busy_timeout"), "5000");
+        assert_eq!(pragma("cache_size"), "-512");
         assert_eq!(pragma("user_version"), SCHEMA_VERSION.to_string());
     }
 

@@ -13,8 +13,9 @@
 //!
 //! What was sent is kept per instance in a [`Mark`] and persisted with the instance in the
 //! store's `rule_states`, so after a restart a firing alert is still firing and is not sent
-//! again before its `repeat`. The notification is committed to the outbox before the mark, so
-//! a crash between the two re-sends (at least once) rather than loses.
+//! again before its `repeat`. The notifications and the marks that record them are committed
+//! in one transaction: after a crash both are there or neither is (and then the next
+//! evaluation plans them again), so a firing that was queued always gets its resolve.
 //!
 //! Deployment events (`deployment_registered`, `verdict`) go to the notifiers whose `events`
 //! name them.
@@ -223,22 +224,42 @@ impl Alerting {
             }
             self.plan_no_data(now, &mut marks, &mut queue, &mut changed);
         }
-        // Outbox first, marks after: a crash in between re-sends rather than loses.
+        if queue.is_empty() && changed.is_empty() {
+            return;
+        }
+        // The notifications and the marks that record them go in one transaction.
+        let mut queued = Vec::with_capacity(queue.len());
         for (notifier, n) in &queue {
-            if let Err(e) = self.outbox.push(notifier, n).await {
-                tracing::error!(notifier = %notifier, error = %e, "cannot queue a notification");
+            match Outbox::queued(notifier, n) {
+                Ok(q) => queued.push(q),
+                Err(e) => {
+                    tracing::error!(notifier = %notifier, error = %e, "cannot queue a notification")
+                }
             }
         }
-        for ((rule, check), value, state, mark) in changed {
-            match self.store.put_rule_state(&rule, &check, &value).await {
-                Ok(()) => {
-                    self.persisted
-                        .lock()
-                        .expect("not poisoned")
-                        .insert((rule, check), (state, mark));
+        let states = changed
+            .iter()
+            .map(|((rule, check), value, _, _)| (rule.clone(), check.clone(), value.clone()))
+            .collect();
+        match self.store.put_rule_states_queuing(states, queued).await {
+            Ok(()) => {
+                self.outbox.wake();
+                let mut persisted = self.persisted.lock().expect("not poisoned");
+                for (key, _, state, mark) in changed {
+                    persisted.insert(key, (state, mark));
                 }
-                Err(e) => {
-                    tracing::warn!(rule = %rule, check = %check, error = %e, "cannot save the alert state; will retry")
+            }
+            Err(e) => {
+                // Nothing was queued or saved: put the marks back as they were stored, so
+                // the next evaluation plans these notifications again.
+                tracing::error!(error = %e, "cannot queue notifications and save the alert states; will retry");
+                let persisted = self.persisted.lock().expect("not poisoned");
+                let mut marks = self.marks.lock().expect("not poisoned");
+                for (key, _, _, _) in changed {
+                    match persisted.get(&key) {
+                        Some((_, mark)) => marks.insert(key, mark.clone()),
+                        None => marks.remove(&key),
+                    };
                 }
             }
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bakewatch::checks::{Reason, Status};
 use bakewatch::history::Sample;
 use bakewatch::store::{
-    DeploymentRow, DeploymentState, Insertion, SCHEMA_VERSION, Store, StoreError, Update,
+    DeploymentRow, DeploymentState, Insertion, Queued, SCHEMA_VERSION, Store, StoreError, Update,
 };
 use rand::Rng;
 use serde_json::json;
@@ -456,6 +456,55 @@ async fn rule_states_are_replaced_per_rule_and_check() {
         ]
     );
     assert!(states.iter().all(|s| s.updated_at_ms > 0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn alert_states_and_their_notifications_commit_together_or_not_at_all() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).await.unwrap();
+    let queued = |key: &str| Queued {
+        notifier: "pager".into(),
+        dedup_key: key.into(),
+        payload: json!({ "event": key }).to_string(),
+    };
+    store
+        .put_rule_states_queuing(
+            vec![
+                ("slow".into(), "api".into(), json!({"state": "firing"})),
+                ("slow".into(), "db".into(), json!({"state": "inactive"})),
+            ],
+            vec![queued("slow/api/1")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.load_rule_states().await.unwrap().len(), 2);
+    let due = store.outbox_due(u64::MAX, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].dedup_key, "slow/api/1");
+    assert_eq!(due[0].payload, json!({ "event": "slow/api/1" }));
+
+    // A write that fails half-way (here a trigger refuses one state) leaves neither the
+    // notification nor any of the states.
+    raw(&path)
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON rule_states WHEN NEW.rule = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let err = store
+        .put_rule_states_queuing(
+            vec![
+                ("errors".into(), "api".into(), json!({"state": "firing"})),
+                ("boom".into(), "api".into(), json!({"state": "firing"})),
+            ],
+            vec![queued("errors/api/1")],
+        )
+        .await;
+    assert!(err.is_err());
+    assert_eq!(store.load_rule_states().await.unwrap().len(), 2);
+    assert_eq!(store.outbox_due(u64::MAX, 10).await.unwrap().len(), 1);
     store.close().await;
 }
 

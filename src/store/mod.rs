@@ -515,6 +515,34 @@ impl Store {
         .await
     }
 
+    /// Saves the states of rule instances — (rule, check, state) — and queues
+    /// `notifications`, in one transaction: a notification is queued if and only if the
+    /// instance states that record it as sent are saved, so a crash can neither lose a
+    /// notification nor forget that a firing was notified (and so never send its resolve).
+    pub async fn put_rule_states_queuing(
+        &self,
+        states: Vec<(String, String, Value)>,
+        notifications: Vec<Queued>,
+    ) -> Result<(), StoreError> {
+        let states = states
+            .into_iter()
+            .map(|(rule, check, state)| Ok((rule, check, serde_json::to_string(&state)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.call(move |conn| {
+            write(conn, |tx| {
+                for n in &notifications {
+                    insert_outbox(tx, n)?;
+                }
+                let now = to_sql_int(now_ms());
+                for (rule, check, state) in &states {
+                    upsert_rule_state(tx, rule, check, state, now)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Saves (inserts or replaces) the state of `rule` for `check`.
     pub async fn put_rule_state(
         &self,
@@ -526,14 +554,7 @@ impl Store {
         let state = serde_json::to_string(state)?;
         self.call(move |conn| {
             write(conn, |tx| {
-                tx.execute(
-                    "INSERT INTO rule_states (rule, check_name, state, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (rule, check_name) DO UPDATE \
-                     SET state = excluded.state, updated_at = excluded.updated_at",
-                    rusqlite::params![rule, check, state, to_sql_int(now_ms())],
-                )?;
-                Ok(())
+                upsert_rule_state(tx, &rule, &check, &state, to_sql_int(now_ms()))
             })
         })
         .await
@@ -840,6 +861,24 @@ fn serve(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     for done in closers {
         let _ = done.send(());
     }
+}
+
+/// Inserts or replaces one rule instance's state (JSON text).
+fn upsert_rule_state(
+    tx: &Transaction<'_>,
+    rule: &str,
+    check: &str,
+    state: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO rule_states (rule, check_name, state, updated_at) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (rule, check_name) DO UPDATE \
+         SET state = excluded.state, updated_at = excluded.updated_at",
+        rusqlite::params![rule, check, state, now],
+    )?;
+    Ok(())
 }
 
 /// Queues one notification, due at once; returns its id.

@@ -327,9 +327,8 @@ pub async fn run_daemon(path: &Path) -> Result<(), AppError> {
         .await
         .context("loading deployments from storage")?;
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener =
+        crate::http::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
 
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);

@@ -173,6 +173,26 @@ pub async fn serve(
     Ok(())
 }
 
+/// Connections the kernel may queue before the daemon accepts them. `TcpListener::bind`
+/// asks for 128: a burst of a few hundred connects (deploy scripts long-polling their
+/// verdicts, a load balancer's health checks) overflowed that, and every connect past it
+/// waited for the client's SYN retransmit, one second later. The kernel caps this at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The API listener on `addr`, with [`LISTEN_BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std and tokio do: a restarted daemon can bind while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// After a failed `accept`: a connection that went away before it was accepted is nothing;
 /// anything else (out of file descriptors) is logged and retried after a pause, so the loop
 /// does not spin.
@@ -296,6 +316,24 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
         (len, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_listener_queues_a_burst_of_connections_it_has_not_accepted_yet() {
+        // Nothing accepts: every connect must still complete, from the kernel's queue. With
+        // TcpListener::bind's backlog of 128 the 130th SYN was dropped and its connect hung
+        // until the client's retransmit a second later.
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held: Vec<std::net::TcpStream> = (0..600)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(
+                    |e| panic!("connect {i} of 600 to an unaccepting listener: {e}"),
+                )
+            })
+            .collect();
+        assert_eq!(held.len(), 600);
+        drop(listener);
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,19 @@ fn probe_ready(port: u16) -> String {
     answer.lines().next().unwrap_or("").to_string()
 }
 
+/// The daemon's port once the test has stored it (it does so right after spawning, which
+/// on a busy machine can be after the daemon's first datagram).
+fn known_port(port: &AtomicU16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = port.load(Ordering::SeqCst);
+        if p != 0 || Instant::now() > deadline {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A notification socket the test binds, received on a thread.
 struct NotifySocket {
     path: PathBuf,
@@ -67,7 +80,7 @@ impl NotifySocket {
                 let ready_probe = text
                     .lines()
                     .any(|l| l == "READY=1")
-                    .then(|| probe_ready(port.load(Ordering::SeqCst)));
+                    .then(|| probe_ready(known_port(&port)));
                 if tx.send(Message { text, ready_probe }).is_err() {
                     return;
                 }

@@ -926,6 +926,9 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // The client first: building it takes a while in a debug build, and the caller
+        // wants the port before the daemon can have said anything.
+        let http = http_client();
         let child = cmd.spawn().expect("spawn bakewatch run");
         Daemon {
             dir,
@@ -933,7 +936,7 @@ impl Daemon {
             config,
             child,
             stderr_path,
-            http: http_client(),
+            http,
         }
     }
 

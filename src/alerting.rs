@@ -237,25 +237,28 @@ impl Alerting {
                 }
             }
         }
-        let states = changed
-            .iter()
-            .map(|((rule, check), value, _, _)| (rule.clone(), check.clone(), value.clone()))
-            .collect();
+        let mut states = Vec::with_capacity(changed.len());
+        let mut saved = Vec::with_capacity(changed.len());
+        for ((rule, check), value, state, mark) in changed {
+            states.push((rule.clone(), check.clone(), value));
+            saved.push(((rule, check), state, mark));
+        }
         match self.store.put_rule_states_queuing(states, queued).await {
             Ok(()) => {
                 self.outbox.wake();
                 let mut persisted = self.persisted.lock().expect("not poisoned");
-                for (key, _, state, mark) in changed {
+                for (key, state, mark) in saved {
                     persisted.insert(key, (state, mark));
                 }
             }
             Err(e) => {
                 // Nothing was queued or saved: put the marks back as they were stored, so
-                // the next evaluation plans these notifications again.
+                // the next evaluation plans these notifications again. (Marks before
+                // persisted, as above.)
                 tracing::error!(error = %e, "cannot queue notifications and save the alert states; will retry");
-                let persisted = self.persisted.lock().expect("not poisoned");
                 let mut marks = self.marks.lock().expect("not poisoned");
-                for (key, _, _, _) in changed {
+                let persisted = self.persisted.lock().expect("not poisoned");
+                for (key, _, _) in saved {
                     match persisted.get(&key) {
                         Some((_, mark)) => marks.insert(key, mark.clone()),
                         None => marks.remove(&key),

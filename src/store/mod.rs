@@ -550,14 +550,8 @@ impl Store {
         check: &str,
         state: &Value,
     ) -> Result<(), StoreError> {
-        let (rule, check) = (rule.to_string(), check.to_string());
-        let state = serde_json::to_string(state)?;
-        self.call(move |conn| {
-            write(conn, |tx| {
-                upsert_rule_state(tx, &rule, &check, &state, to_sql_int(now_ms()))
-            })
-        })
-        .await
+        let states = vec![(rule.to_string(), check.to_string(), state.clone())];
+        self.put_rule_states_queuing(states, Vec::new()).await
     }
 
     /// Every saved rule state, by rule then check.
